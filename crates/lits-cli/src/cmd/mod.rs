@@ -1,0 +1,3 @@
+//! One module per subcommand: argument struct plus `run`.
+
+pub mod env;

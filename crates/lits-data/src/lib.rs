@@ -1,0 +1,9 @@
+//! Data for lits: NIfTI in and out with exact geometry, preprocessing, patch sampling and
+//! synthetic CT phantoms.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod volume;
+
+pub use error::{Error, Result};
+pub use volume::{Image, Labels, Volume};

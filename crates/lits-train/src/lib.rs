@@ -1,0 +1,4 @@
+//! Deterministic, resumable training of the lits U-Net, and the records a run leaves.
+#![warn(missing_docs)]
+
+pub mod env;
