@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod resample;
 pub mod volume;
 
 pub use error::{Error, Result};
