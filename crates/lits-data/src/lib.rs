@@ -4,6 +4,8 @@
 
 pub mod error;
 pub mod resample;
+pub mod rng;
+pub mod synth;
 pub mod volume;
 
 pub use error::{Error, Result};

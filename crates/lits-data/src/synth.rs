@@ -1,0 +1,988 @@
+//! Synthetic abdominal CT phantoms in Hounsfield units: the built-in default dataset.
+//!
+//! Each case is an analytic abdomen evaluated at voxel centres in patient space (RAS+, mm):
+//! skin, subcutaneous fat and a muscle wall; a spine with cortical and cancellous bone,
+//! discs and canal; ribs; aorta and vena cava; a smooth irregular liver with texture and
+//! vessels; zero to several tumors inside it; distractors with liver-like intensity
+//! (spleen, kidneys) and others (gallbladder, stomach, bowel); then Gaussian noise.
+//! Spacing, shape, contrast phase and anatomy vary per case. Cases are stored in a cycle of
+//! orientations (some non-RAS, one with permuted axes) and of storage types (float32 and
+//! int16 with `scl_slope`/`scl_inter`), so readers and preprocessing meet what real LiTS
+//! volumes throw at them.
+//!
+//! Everything is drawn from [`SeededRng`] with one stream per case and the voxel values do
+//! not depend on evaluation order, so the same configuration gives the same bytes on any
+//! number of threads.
+
+use std::f64::consts::TAU;
+
+use ndarray::{Array3, Axis};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::rng::SeededRng;
+use crate::volume::{Image, Labels, Volume};
+
+/// What `lits synth` generates. Ranges are `[min, max]`, drawn per case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthConfig {
+    /// Number of cases (ids `0..cases`).
+    pub cases: usize,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Voxels along each in-plane axis (the in-plane grid is square).
+    pub in_plane_voxels: [usize; 2],
+    /// Number of axial slices.
+    pub slices: [usize; 2],
+    /// In-plane voxel size, mm.
+    pub in_plane_spacing_mm: [f64; 2],
+    /// Slice spacing, mm.
+    pub slice_spacing_mm: [f64; 2],
+    /// Standard deviation of the image noise, HU.
+    pub noise_sd_hu: [f64; 2],
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        // About 96×96×48 voxels of about 3.3×3.3×5 mm: a 32 cm field of view and 24 cm of
+        // abdomen, small enough for a small U-Net to learn on two CPU cores.
+        SynthConfig {
+            cases: 24,
+            seed: 0,
+            in_plane_voxels: [88, 104],
+            slices: [40, 56],
+            in_plane_spacing_mm: [3.0, 3.6],
+            slice_spacing_mm: [4.0, 6.0],
+            noise_sd_hu: [6.0, 16.0],
+        }
+    }
+}
+
+impl SynthConfig {
+    /// Checks that every range is ordered and usable.
+    pub fn validate(&self) -> Result<()> {
+        fn bad(field: &str, msg: String) -> Error {
+            Error::Config { field: field.into(), msg }
+        }
+        let counts = [("in_plane_voxels", self.in_plane_voxels, 16), ("slices", self.slices, 8)];
+        for (field, [lo, hi], min) in counts {
+            if lo < min || lo > hi || hi > 2048 {
+                return Err(bad(field, format!("[{lo}, {hi}] must be ordered within {min}..=2048")));
+            }
+        }
+        let mm = [
+            ("in_plane_spacing_mm", self.in_plane_spacing_mm, 0.1, 20.0),
+            ("slice_spacing_mm", self.slice_spacing_mm, 0.1, 20.0),
+            ("noise_sd_hu", self.noise_sd_hu, 0.0, 500.0),
+        ];
+        for (field, [lo, hi], min, max) in mm {
+            if !(lo.is_finite() && hi.is_finite() && min <= lo && lo <= hi && hi <= max) {
+                return Err(bad(field, format!("[{lo}, {hi}] must be ordered within {min}..={max}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a case's image is stored on disk. Every generated value is an integer HU in
+/// `-1024..=3071`, so both storages hold it exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dtype", rename_all = "lowercase")]
+pub enum Storage {
+    /// float32 voxels, no scaling.
+    F32,
+    /// int16 voxels, `hu = stored * slope + inter`.
+    I16 {
+        /// `scl_slope`.
+        slope: f32,
+        /// `scl_inter`.
+        inter: f32,
+    },
+}
+
+/// Contrast phase of a case: decides vessel brightness against the liver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// No contrast agent: vessels darker than the liver.
+    Native,
+    /// Portal-venous phase: vessels bright.
+    PortalVenous,
+}
+
+/// One tumor as drawn (before clipping to the liver).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TumorInfo {
+    /// Centre in world coordinates (RAS+, mm).
+    pub centre_mm: [f64; 3],
+    /// Mean radius, mm.
+    pub radius_mm: f64,
+    /// Intensity against the surrounding liver, HU (negative: hypodense).
+    pub contrast_hu: f64,
+}
+
+/// What was drawn for one case, as recorded in `synth.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseInfo {
+    /// Case id: the `N` of `volume-N.nii.gz`.
+    pub id: u32,
+    /// Array shape, in stored axis order.
+    pub shape: [usize; 3],
+    /// Voxel size in mm, in stored axis order.
+    pub spacing: [f64; 3],
+    /// Orientation code of the stored axes (nibabel's `aff2axcodes`), e.g. `"LPS"`.
+    pub orientation: String,
+    /// On-disk image type.
+    pub storage: Storage,
+    /// Contrast phase.
+    pub phase: Phase,
+    /// Mean liver intensity, HU.
+    pub liver_hu: f64,
+    /// Image noise standard deviation, HU.
+    pub noise_sd_hu: f64,
+    /// Tumors drawn (empty for a tumor-free case).
+    pub tumors: Vec<TumorInfo>,
+    /// Voxels labelled liver (1) or tumor (2).
+    pub liver_voxels: usize,
+    /// Voxels labelled tumor (2).
+    pub tumor_voxels: usize,
+}
+
+/// A generated case: image in HU, labels 0/1/2 on the same grid, and its description.
+#[derive(Debug, Clone)]
+pub struct Phantom {
+    /// CT in HU (integer values).
+    pub image: Image,
+    /// 0 background, 1 liver, 2 tumor.
+    pub labels: Labels,
+    /// What was drawn.
+    pub info: CaseInfo,
+}
+
+/// Stored orientations, cycled over the cases: LiTS volumes come in several, including
+/// radiological `LPS`/`LAS` and reversed slice order. `PLS` permutes the in-plane axes.
+const ORIENTATIONS: [&str; 5] = ["LPS", "RAS", "LAS", "RPI", "PLS"];
+
+/// Storage types, cycled over the cases.
+const STORAGES: [Storage; 3] = [
+    Storage::I16 { slope: 1.0, inter: -1024.0 },
+    Storage::F32,
+    Storage::I16 { slope: 0.5, inter: 0.0 },
+];
+
+/// Every fourth case (offset by the seed) has no tumor.
+const TUMOR_FREE_EVERY: usize = 4;
+
+/// Generates case `index` of the dataset described by `cfg`.
+pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
+    cfg.validate()?;
+    let id = u32::try_from(index).map_err(|_| Error::Config {
+        field: "cases".into(),
+        msg: format!("case index {index} does not fit an id"),
+    })?;
+    // Categorical choices cycle with an offset drawn from the seed, so any few consecutive
+    // cases cover every orientation, storage and the tumor-free kind.
+    let mut cycle = SeededRng::new(cfg.seed, u64::MAX);
+    let offsets = [cycle.below(60) as usize, cycle.below(60) as usize, cycle.below(60) as usize];
+    let orientation = ORIENTATIONS[(index + offsets[0]) % ORIENTATIONS.len()];
+    let storage = STORAGES[(index + offsets[1]) % STORAGES.len()];
+    let tumor_free = (index + offsets[2]) % TUMOR_FREE_EVERY == 0;
+
+    let mut rng = SeededRng::new(cfg.seed, index as u64);
+    let n_xy = rng.int(cfg.in_plane_voxels[0], cfg.in_plane_voxels[1]);
+    let n_z = rng.int(cfg.slices[0], cfg.slices[1]);
+    let s_xy = round_to(rng.uniform(cfg.in_plane_spacing_mm[0], cfg.in_plane_spacing_mm[1]), 1e3);
+    let s_z = round_to(rng.uniform(cfg.slice_spacing_mm[0], cfg.slice_spacing_mm[1]), 1e3);
+    let noise_sd = rng.uniform(cfg.noise_sd_hu[0], cfg.noise_sd_hu[1]);
+    // Where the patient's centre lies in scanner coordinates: arbitrary, as on a real table.
+    let centre = [rng.uniform(-30.0, 30.0), rng.uniform(-60.0, 0.0), rng.uniform(-400.0, -100.0)];
+    let shape = [n_xy, n_xy, n_z];
+    let spacing = [s_xy, s_xy, s_z];
+    let fov = [n_xy as f64 * s_xy, n_xy as f64 * s_xy, n_z as f64 * s_z];
+    let body = Body::draw(&mut rng, fov, tumor_free);
+
+    let (hu, labels) = render(&body, shape, spacing);
+    let mut hu = hu;
+    for v in hu.iter_mut() {
+        *v = (*v + noise_sd * rng.normal()).round().clamp(-1024.0, 3071.0);
+    }
+    let hu = hu.mapv(|v| v as f32);
+
+    let liver_voxels = labels.iter().filter(|&&l| l >= 1).count();
+    let tumor_voxels = labels.iter().filter(|&&l| l == 2).count();
+    let tumors = body
+        .tumors
+        .iter()
+        .map(|t| TumorInfo {
+            centre_mm: [0, 1, 2].map(|a| round_to(t.blob.c[a] + centre[a], 1e3)),
+            radius_mm: round_to(t.radius_mm, 1e3),
+            contrast_hu: round_to(t.contrast, 1e3),
+        })
+        .collect();
+
+    let (image, labels) = store(hu, labels, spacing, centre, orientation);
+    let info = CaseInfo {
+        id,
+        shape: image.shape(),
+        spacing: image.spacing,
+        orientation: orientation.to_string(),
+        storage,
+        phase: body.phase,
+        liver_hu: round_to(body.liver_hu, 1e3),
+        noise_sd_hu: round_to(noise_sd, 1e3),
+        tumors,
+        liver_voxels,
+        tumor_voxels,
+    };
+    Ok(Phantom { image, labels, info })
+}
+
+/// Rounds to `1/per` (dividing keeps the decimal print short: 3.381, not 3.3810000000000002).
+fn round_to(x: f64, per: f64) -> f64 {
+    (x * per).round() / per
+}
+
+/// Turns arrays on the RAS grid (centred on `centre`) into volumes stored with the axes
+/// named by `code`, with the affine that keeps every voxel at the same world position.
+fn store(
+    hu: Array3<f32>,
+    labels: Array3<u8>,
+    spacing: [f64; 3],
+    centre: [f64; 3],
+    code: &str,
+) -> (Image, Labels) {
+    let shape = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
+    let mut world_axis = [0usize; 3];
+    let mut flip = [false; 3];
+    for (a, ch) in code.chars().enumerate() {
+        (world_axis[a], flip[a]) = match ch {
+            'R' => (0, false),
+            'L' => (0, true),
+            'A' => (1, false),
+            'P' => (1, true),
+            'S' => (2, false),
+            'I' => (2, true),
+            _ => unreachable!("orientation letters are fixed above"),
+        };
+    }
+    let mut affine = [[0.0; 4]; 4];
+    affine[3][3] = 1.0;
+    for w in 0..3 {
+        let half = (shape[w] as f64 - 1.0) / 2.0 * spacing[w];
+        affine[w][3] = centre[w] - half;
+    }
+    for a in 0..3 {
+        let w = world_axis[a];
+        let sign = if flip[a] { -1.0 } else { 1.0 };
+        affine[w][a] = sign * spacing[w];
+        if flip[a] {
+            // Index 0 now sits at the far end of world axis w.
+            affine[w][3] = centre[w] + (shape[w] as f64 - 1.0) / 2.0 * spacing[w];
+        }
+    }
+    let stored_spacing = world_axis.map(|w| spacing[w]);
+    let image = Volume { data: arrange(hu, world_axis, flip), spacing: stored_spacing, affine };
+    let labels = Volume { data: arrange(labels, world_axis, flip), spacing: stored_spacing, affine };
+    (image, labels)
+}
+
+/// Permutes and flips a RAS-grid array into stored axis order.
+fn arrange<T: Clone>(a: Array3<T>, world_axis: [usize; 3], flip: [bool; 3]) -> Array3<T> {
+    let mut a = a.permuted_axes(world_axis);
+    for (ax, &f) in flip.iter().enumerate() {
+        if f {
+            a.invert_axis(Axis(ax));
+        }
+    }
+    a.as_standard_layout().into_owned()
+}
+
+/// Evaluates the body at every voxel centre of the RAS grid (patient centre at the middle
+/// of the grid). Slices are independent, so they run in parallel.
+fn render(body: &Body, shape: [usize; 3], spacing: [f64; 3]) -> (Array3<f64>, Array3<u8>) {
+    let pos = |a: usize, i: usize| (i as f64 - (shape[a] as f64 - 1.0) / 2.0) * spacing[a];
+    let slices: Vec<Vec<(f64, u8)>> = (0..shape[2])
+        .into_par_iter()
+        .map(|k| {
+            let z = pos(2, k);
+            let mut out = Vec::with_capacity(shape[0] * shape[1]);
+            for i in 0..shape[0] {
+                for j in 0..shape[1] {
+                    out.push(body.at([pos(0, i), pos(1, j), z]));
+                }
+            }
+            out
+        })
+        .collect();
+    let hu = Array3::from_shape_fn(shape, |(i, j, k)| slices[k][i * shape[1] + j].0);
+    let labels = Array3::from_shape_fn(shape, |(i, j, k)| slices[k][i * shape[1] + j].1);
+    (hu, labels)
+}
+
+/// A smooth random field: a sum of plane waves of random direction and phase, scaled to
+/// about unit variance. Used for irregular outlines and textures.
+#[derive(Debug, Clone)]
+struct Waves {
+    k: Vec<[f64; 3]>,
+    phase: Vec<f64>,
+    scale: f64,
+}
+
+impl Waves {
+    const COUNT: usize = 6;
+
+    fn draw(rng: &mut SeededRng, wavelength_mm: f64) -> Self {
+        let mut k = Vec::with_capacity(Self::COUNT);
+        let mut phase = Vec::with_capacity(Self::COUNT);
+        for _ in 0..Self::COUNT {
+            let d = loop {
+                let d = [rng.normal(), rng.normal(), rng.normal()];
+                let n = norm(d);
+                if n > 1e-6 {
+                    break d.map(|x| x / n);
+                }
+            };
+            let mag = TAU / (wavelength_mm * rng.uniform(0.75, 1.33));
+            k.push(d.map(|x| x * mag));
+            phase.push(rng.uniform(0.0, TAU));
+        }
+        Waves { k, phase, scale: (2.0 / Self::COUNT as f64).sqrt() }
+    }
+
+    fn at(&self, p: [f64; 3]) -> f64 {
+        let s: f64 = self
+            .k
+            .iter()
+            .zip(&self.phase)
+            .map(|(k, ph)| (k[0] * p[0] + k[1] * p[1] + k[2] * p[2] + ph).cos())
+            .sum();
+        s * self.scale
+    }
+
+    /// The largest |value| the field can take.
+    fn bound(&self) -> f64 {
+        self.scale * self.k.len() as f64
+    }
+}
+
+fn norm(v: [f64; 3]) -> f64 {
+    (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+}
+
+/// An ellipsoid with a rough surface. `level < 0` inside; about the normalised radius - 1.
+/// `taper > 0` widens it (in x and y) towards its top, as the liver is wide under the
+/// diaphragm and narrow below.
+#[derive(Debug, Clone)]
+struct Blob {
+    c: [f64; 3],
+    r: [f64; 3],
+    rough: Waves,
+    amp: f64,
+    taper: f64,
+}
+
+impl Blob {
+    /// Radii are `r` each scaled by a draw from `1 ± jitter`.
+    fn draw(rng: &mut SeededRng, c: [f64; 3], r: [f64; 3], jitter: f64, amp: f64, wavelength_mm: f64) -> Self {
+        let r = r.map(|x| x * rng.uniform(1.0 - jitter, 1.0 + jitter));
+        Blob { c, r, rough: Waves::draw(rng, wavelength_mm), amp, taper: 0.0 }
+    }
+
+    fn radius(&self, p: [f64; 3]) -> f64 {
+        let widen = 1.0 + self.taper * ((p[2] - self.c[2]) / self.r[2]).clamp(-1.0, 1.0);
+        let d = [0, 1, 2].map(|a| (p[a] - self.c[a]) / self.r[a]);
+        norm([d[0] / widen, d[1] / widen, d[2]])
+    }
+
+    fn level(&self, p: [f64; 3]) -> f64 {
+        let q = self.radius(p);
+        let reach = self.amp * self.rough.bound();
+        // Far outside no roughness can bring the point in: skip the waves.
+        if q - 1.0 > reach {
+            return q - 1.0 - reach;
+        }
+        q - 1.0 + self.amp * self.rough.at(p)
+    }
+
+    fn inside(&self, p: [f64; 3]) -> bool {
+        self.level(p) < 0.0
+    }
+
+    /// Lower and upper corners of a box that holds the blob.
+    fn bounds(&self) -> ([f64; 3], [f64; 3]) {
+        let grow = 1.0 + self.amp * self.rough.bound();
+        let widen = [1.0 + self.taper.abs(), 1.0 + self.taper.abs(), 1.0];
+        let reach = |a: usize| self.r[a] * grow * widen[a];
+        ([0, 1, 2].map(|a| self.c[a] - reach(a)), [0, 1, 2].map(|a| self.c[a] + reach(a)))
+    }
+}
+
+/// Polynomial smooth minimum: joins two lobes without a crease.
+fn smooth_min(a: f64, b: f64, k: f64) -> f64 {
+    let h = (0.5 + 0.5 * (b - a) / k).clamp(0.0, 1.0);
+    b + (a - b) * h - k * h * (1.0 - h)
+}
+
+fn smoothstep(x: f64) -> f64 {
+    let x = x.clamp(0.0, 1.0);
+    x * x * (3.0 - 2.0 * x)
+}
+
+#[derive(Debug, Clone)]
+struct Tumor {
+    blob: Blob,
+    radius_mm: f64,
+    contrast: f64,
+    rim: f64,
+    texture: Waves,
+}
+
+#[derive(Debug, Clone)]
+struct Kidney {
+    blob: Blob,
+    hilum: [f64; 3],
+    hilum_r: f64,
+}
+
+/// Intensities of one case, HU.
+#[derive(Debug, Clone)]
+struct Tissue {
+    fat: f64,
+    muscle: f64,
+    cortical: f64,
+    cancellous: f64,
+    disc: f64,
+    csf: f64,
+    blood: f64,
+    liver_vessel: f64,
+    spleen: f64,
+    kidney: f64,
+    bile: f64,
+    gut_content: f64,
+}
+
+/// The drawn anatomy of one case, in mm relative to the patient centre (RAS+).
+#[derive(Debug, Clone)]
+struct Body {
+    half_z: f64,
+    scale: f64,
+    a: f64,
+    b: f64,
+    outline: Waves,
+    fat_depth: f64,
+    fat_var: Waves,
+    wall_depth: f64,
+    spine_y: f64,
+    spine_r: [f64; 2],
+    level_period: f64,
+    level_phase: f64,
+    rib_period: f64,
+    rib_low: f64,
+    phase: Phase,
+    liver_hu: f64,
+    tissue: Tissue,
+    lobes: Vec<Blob>,
+    liver_box: ([f64; 3], [f64; 3]),
+    texture: [Waves; 2],
+    vessels: [Waves; 2],
+    tumors: Vec<Tumor>,
+    spleen: Blob,
+    kidneys: [Kidney; 2],
+    gallbladder: Option<Blob>,
+    stomach: Option<Blob>,
+    gas_level: f64,
+    bowel: [Waves; 2],
+}
+
+/// Width of the smooth union of the liver lobes (in normalised-radius units).
+const LOBE_BLEND: f64 = 0.25;
+
+impl Body {
+    fn draw(rng: &mut SeededRng, fov: [f64; 3], tumor_free: bool) -> Self {
+        let a = fov[0] / 2.0 * rng.uniform(0.80, 0.92);
+        let b = a * rng.uniform(0.66, 0.80);
+        // Organs are sized for a 150 mm half-width and scaled with the patient.
+        let s = a / 150.0;
+        let half_z = fov[2] / 2.0;
+        let spine_y = -b + 72.0 * s;
+        let phase = if rng.chance(0.6) { Phase::PortalVenous } else { Phase::Native };
+        let liver_hu = match phase {
+            Phase::PortalVenous => rng.uniform(55.0, 78.0),
+            Phase::Native => rng.uniform(42.0, 65.0),
+        };
+        let blood = match phase {
+            Phase::PortalVenous => rng.uniform(130.0, 190.0),
+            Phase::Native => rng.uniform(35.0, 45.0),
+        };
+        let liver_vessel = match phase {
+            Phase::PortalVenous => liver_hu + rng.uniform(40.0, 80.0),
+            Phase::Native => liver_hu - rng.uniform(8.0, 15.0),
+        };
+        let tissue = Tissue {
+            fat: rng.uniform(-110.0, -85.0),
+            muscle: rng.uniform(40.0, 60.0),
+            cortical: rng.uniform(650.0, 950.0),
+            cancellous: rng.uniform(170.0, 280.0),
+            disc: rng.uniform(70.0, 95.0),
+            csf: rng.uniform(5.0, 15.0),
+            blood,
+            liver_vessel,
+            // Distractors share the liver's intensity range: only shape and place tell.
+            spleen: liver_hu + rng.uniform(-8.0, 12.0),
+            kidney: liver_hu + rng.uniform(-10.0, 20.0),
+            bile: rng.uniform(0.0, 22.0),
+            gut_content: rng.uniform(5.0, 30.0),
+        };
+
+        // Liver: right lobe, left lobe reaching across the midline, sometimes an inferior tip.
+        let dome = half_z + rng.uniform(-35.0, 10.0) * s;
+        let zl = dome - 75.0 * s;
+        let mut right = Blob::draw(rng, [0.48 * a, -0.05 * b, zl], [0.44 * a, 0.72 * b, 75.0 * s], 0.1, 0.08, 70.0 * s);
+        right.taper = rng.uniform(0.15, 0.35);
+        let mut lobes = vec![
+            right,
+            Blob::draw(
+                rng,
+                [-0.08 * a, 0.38 * b, zl + 22.0 * s],
+                [0.34 * a, 0.30 * b, 40.0 * s],
+                0.1,
+                0.08,
+                60.0 * s,
+            ),
+        ];
+        if rng.chance(0.5) {
+            lobes.push(Blob::draw(
+                rng,
+                [0.55 * a, -0.10 * b, zl - 58.0 * s],
+                [0.25 * a, 0.35 * b, 45.0 * s],
+                0.1,
+                0.08,
+                50.0 * s,
+            ));
+        }
+        let mut lo = [f64::INFINITY; 3];
+        let mut hi = [f64::NEG_INFINITY; 3];
+        for lobe in &lobes {
+            let (l, h) = lobe.bounds();
+            for ax in 0..3 {
+                // The smooth union swells the outline by at most LOBE_BLEND/4 of a radius.
+                let pad = lobe.r[ax] * LOBE_BLEND;
+                lo[ax] = lo[ax].min(l[ax] - pad);
+                hi[ax] = hi[ax].max(h[ax] + pad);
+            }
+        }
+        let texture = [Waves::draw(rng, 30.0 * s), Waves::draw(rng, 10.0 * s)];
+        let vessels = [Waves::draw(rng, 50.0 * s), Waves::draw(rng, 50.0 * s)];
+
+        let spleen = Blob::draw(
+            rng,
+            [-0.62 * a, -0.30 * b, zl + 12.0 * s],
+            [0.20 * a, 0.30 * b, 50.0 * s],
+            0.1,
+            0.10,
+            40.0 * s,
+        );
+        let kidney = |rng: &mut SeededRng, side: f64, z: f64| {
+            let c = [side * 0.38 * a, spine_y + 6.0 * s, z];
+            let blob = Blob::draw(rng, c, [24.0 * s, 28.0 * s, 50.0 * s], 0.1, 0.05, 40.0 * s);
+            let r = blob.r;
+            // The hilum faces the spine.
+            Kidney { blob, hilum: [c[0] - side * 0.9 * r[0], c[1] + 0.2 * r[1], c[2]], hilum_r: 0.55 * r[0] }
+        };
+        let kidneys = [kidney(rng, 1.0, zl - 72.0 * s), kidney(rng, -1.0, zl - 50.0 * s)];
+        let gallbladder = rng.chance(0.6).then(|| {
+            Blob::draw(
+                rng,
+                [0.20 * a, 0.42 * b, zl - 40.0 * s],
+                [14.0 * s, 16.0 * s, 32.0 * s],
+                0.1,
+                0.04,
+                30.0 * s,
+            )
+        });
+        let stomach = rng.chance(0.8).then(|| {
+            Blob::draw(
+                rng,
+                [-0.35 * a, 0.32 * b, zl + 8.0 * s],
+                [0.24 * a, 0.28 * b, 45.0 * s],
+                0.1,
+                0.08,
+                50.0 * s,
+            )
+        });
+
+        let mut body = Body {
+            half_z,
+            scale: s,
+            a,
+            b,
+            outline: Waves::draw(rng, 120.0),
+            fat_depth: rng.uniform(8.0, 25.0) * s,
+            fat_var: Waves::draw(rng, 150.0),
+            wall_depth: rng.uniform(7.0, 13.0) * s,
+            spine_y,
+            spine_r: [22.0 * s, 18.0 * s],
+            level_period: 34.0 * s,
+            level_phase: rng.uniform(0.0, 1.0),
+            rib_period: 26.0 * s,
+            rib_low: zl - rng.uniform(30.0, 50.0) * s,
+            phase,
+            liver_hu,
+            tissue,
+            lobes,
+            liver_box: (lo, hi),
+            texture,
+            vessels,
+            tumors: Vec::new(),
+            spleen,
+            kidneys,
+            gallbladder,
+            stomach,
+            gas_level: rng.uniform(0.1, 0.3),
+            bowel: [Waves::draw(rng, 40.0 * s), Waves::draw(rng, 25.0 * s)],
+        };
+        if !tumor_free {
+            let mut n = 1;
+            while n < 6 && rng.chance(0.45) {
+                n += 1;
+            }
+            for t in 0..n {
+                // The first tumor is large enough to cover voxels at 5 mm slices.
+                let radius = if t == 0 { rng.uniform(6.0, 12.0) } else { 3.0 + 9.0 * rng.unit().powf(1.3) };
+                if let Some(tumor) = body.place_tumor(rng, radius) {
+                    body.tumors.push(tumor);
+                }
+            }
+        }
+        body
+    }
+
+    /// Draws a tumor centred well inside the liver, away from the vena cava and bile.
+    fn place_tumor(&self, rng: &mut SeededRng, radius: f64) -> Option<Tumor> {
+        let (lo, hi) = self.liver_box;
+        for _ in 0..5000 {
+            let c = [0, 1, 2].map(|a| rng.uniform(lo[a], hi[a]));
+            if self.liver_level(c) < -0.15 && self.organ_over_liver(c).is_none() && self.cavity(c) {
+                let hyper = rng.chance(0.15);
+                let contrast = if hyper { rng.uniform(20.0, 40.0) } else { rng.uniform(-60.0, -20.0) };
+                let rim = if !hyper && rng.chance(0.25) { rng.uniform(10.0, 25.0) } else { 0.0 };
+                return Some(Tumor {
+                    blob: Blob::draw(rng, c, [radius; 3], 0.2, 0.12, 2.5 * radius),
+                    radius_mm: radius,
+                    contrast,
+                    rim,
+                    texture: Waves::draw(rng, 6.0),
+                });
+            }
+        }
+        None
+    }
+
+    /// Signed depth below the skin in the axial plane (negative outside the body).
+    fn depth(&self, p: [f64; 3]) -> f64 {
+        let [x, y, z] = p;
+        let r = (x * x + y * y).sqrt();
+        if r < 1e-9 {
+            return self.b;
+        }
+        let (c, sn) = (x / r, y / r);
+        // The back is flatter than the front: a squarer outline behind.
+        let e = if y < 0.0 { 3.0 } else { 2.0 };
+        let taper = 1.0 + 0.04 * z / self.half_z.max(1.0);
+        let rim = 1.0 / ((c / self.a).abs().powf(e) + (sn / self.b).abs().powf(e)).powf(1.0 / e);
+        let wobble = 1.0 + 0.025 * self.outline.at([100.0 * c, 100.0 * sn, z]);
+        rim * taper * wobble - r
+    }
+
+    fn cavity_depth(&self, p: [f64; 3]) -> f64 {
+        self.depth(p) - self.fat_at(p) - self.wall_depth
+    }
+
+    fn fat_at(&self, p: [f64; 3]) -> f64 {
+        self.fat_depth * (1.0 + 0.35 * self.fat_var.at([p[0], p[1], 0.5 * p[2]]))
+    }
+
+    fn cavity(&self, p: [f64; 3]) -> bool {
+        self.cavity_depth(p) > 2.0 * self.scale && self.skeleton(p).is_none()
+    }
+
+    fn liver_level(&self, p: [f64; 3]) -> f64 {
+        let (lo, hi) = self.liver_box;
+        if (0..3).any(|a| p[a] < lo[a] || p[a] > hi[a]) {
+            return 1.0;
+        }
+        let level = self.lobes.iter().map(|l| l.level(p)).reduce(|x, y| smooth_min(x, y, LOBE_BLEND)).unwrap_or(1.0);
+        // The retroperitoneum left of the vena cava (aorta, left kidney) is no liver's place:
+        // cut the lobes off there with a soft edge.
+        let s = self.scale;
+        let allowed = (p[0] - 0.05 * self.a).max(p[1] - self.spine_y - self.spine_r[1] - 26.0 * s) / (20.0 * s);
+        level.max(-allowed)
+    }
+
+    /// Structures that take precedence over the liver where they overlap it.
+    fn organ_over_liver(&self, p: [f64; 3]) -> Option<(f64, u8)> {
+        let t = &self.tissue;
+        let [x, y, _] = p;
+        let s = self.scale;
+        let ivc = (((x - 22.0 * s) / (14.0 * s)).powi(2)
+            + ((y - self.spine_y - self.spine_r[1] - 16.0 * s) / (10.0 * s)).powi(2))
+            < 1.0;
+        if ivc {
+            return Some((t.blood, 0));
+        }
+        let aorta = (x + 14.0 * s).hypot(y - self.spine_y - self.spine_r[1] - 12.0 * s) < 11.0 * s;
+        if aorta {
+            return Some((t.blood, 0));
+        }
+        if let Some(g) = &self.gallbladder {
+            if g.inside(p) {
+                return Some((t.bile, 0));
+            }
+        }
+        None
+    }
+
+    /// Bone, disc, canal and back muscles around the spine; `None` elsewhere.
+    fn skeleton(&self, p: [f64; 3]) -> Option<f64> {
+        let t = &self.tissue;
+        let [x, y, z] = p;
+        let s = self.scale;
+        let phase = (z / self.level_period + self.level_phase).rem_euclid(1.0);
+        let [rx, ry] = self.spine_r;
+        let dy = y - self.spine_y;
+        let e = ((x / rx).powi(2) + (dy / ry).powi(2)).sqrt();
+        if e < 1.0 {
+            if phase < 0.2 {
+                return Some(t.disc);
+            }
+            return Some(if e > 1.0 - 2.5 * s / ry { t.cortical } else { t.cancellous });
+        }
+        let canal = x.hypot(dy + 27.0 * s);
+        if canal < 8.0 * s {
+            return Some(t.csf);
+        }
+        let bony = phase >= 0.2 && phase < 0.85;
+        if bony && canal < 13.0 * s && dy < -16.0 * s {
+            return Some(t.cortical);
+        }
+        if bony && x.abs() < 4.0 * s && dy < -38.0 * s && dy > -62.0 * s {
+            return Some(t.cortical);
+        }
+        if (0.3..0.55).contains(&phase) && (dy + 12.0 * s).abs() < 4.0 * s && x.abs() < rx + 22.0 * s {
+            return Some(t.cortical);
+        }
+        // Erector spinae behind, psoas beside the spine, thickening towards the pelvis.
+        for side in [-1.0, 1.0] {
+            let back = ((x - side * 30.0 * s) / (26.0 * s)).powi(2) + ((dy + 45.0 * s) / (20.0 * s)).powi(2);
+            if back < 1.0 {
+                return Some(t.muscle);
+            }
+            let psoas_r = 6.0 * s + 12.0 * s * ((self.half_z - z) / (2.0 * self.half_z)).clamp(0.0, 1.0);
+            if (x - side * (rx + 14.0 * s)).hypot(dy - 2.0 * s) < psoas_r {
+                return Some(t.muscle);
+            }
+        }
+        None
+    }
+
+    /// HU (without noise) and label at `p`.
+    fn at(&self, p: [f64; 3]) -> (f64, u8) {
+        let t = &self.tissue;
+        let s = self.scale;
+        let depth = self.depth(p);
+        if depth < 0.0 {
+            return (-1000.0, 0);
+        }
+        let fat = self.fat_at(p);
+        if depth < fat {
+            return (t.fat, 0);
+        }
+        if let Some(v) = self.skeleton(p) {
+            return (v, 0);
+        }
+        let wall = fat + self.wall_depth;
+        if depth < wall + 6.0 * s {
+            // Ribs run obliquely through the wall around the upper abdomen.
+            let angle = p[1].atan2(p[0]);
+            let band = ((p[2] + 18.0 * s * angle) / self.rib_period).rem_euclid(1.0);
+            let midline = p[0].abs() < 30.0 * s && p[1] > 0.0;
+            if p[2] > self.rib_low && !midline && band < 0.3 && depth > fat + 0.4 * self.wall_depth {
+                return (if band < 0.06 || band > 0.24 { t.cortical } else { t.cancellous }, 0);
+            }
+            if depth < wall {
+                return (t.muscle, 0);
+            }
+        }
+        if let Some(o) = self.organ_over_liver(p) {
+            return o;
+        }
+        let liver = self.liver_level(p);
+        if liver < 0.0 && depth > wall + 2.0 * s {
+            return self.liver_at(p);
+        }
+        if self.spleen.inside(p) {
+            return (t.spleen + 3.0 * self.texture[1].at(p), 0);
+        }
+        for k in &self.kidneys {
+            let level = k.blob.level(p);
+            if level < 0.0 {
+                let d = [0, 1, 2].map(|a| p[a] - k.hilum[a]);
+                if norm(d) < k.hilum_r {
+                    return (t.fat + 30.0, 0);
+                }
+                // Cortex outside, medulla within.
+                return (if level < -0.3 { t.kidney - 15.0 } else { t.kidney }, 0);
+            }
+        }
+        if let Some(st) = &self.stomach {
+            let level = st.level(p);
+            if level < 0.0 {
+                if level > -0.12 {
+                    return (t.muscle, 0);
+                }
+                let top = st.c[1] + st.r[1] * self.gas_level;
+                return (if p[1] > top { -950.0 } else { t.gut_content + 10.0 }, 0);
+            }
+        }
+        // Bowel loops with walls, content and gas in mesenteric fat.
+        let h = self.bowel[0].at(p);
+        if h.abs() < 0.18 {
+            (35.0, 0)
+        } else if h > 0.0 {
+            (if self.bowel[1].at(p) > 1.3 { -800.0 } else { t.gut_content }, 0)
+        } else {
+            (t.fat + 15.0, 0)
+        }
+    }
+
+    fn liver_at(&self, p: [f64; 3]) -> (f64, u8) {
+        let base = self.liver_hu + 4.0 * self.texture[0].at(p) + 2.0 * self.texture[1].at(p);
+        let mut label = 1;
+        let mut v = base;
+        for tumor in &self.tumors {
+            let level = tumor.blob.level(p);
+            if level < 0.0 {
+                label = 2;
+                // A soft edge (partial enhancement) makes small tumors harder to see.
+                let core = 0.55 + 0.45 * smoothstep(-level / 0.35);
+                let rim = if level > -0.15 { tumor.rim } else { 0.0 };
+                return (base + tumor.contrast * core + rim + 4.0 * tumor.texture.at(p), label);
+            }
+        }
+        let w = 0.2;
+        if self.vessels[0].at(p).abs() < w && self.vessels[1].at(p).abs() < w {
+            v = self.tissue.liver_vessel;
+        }
+        (v, label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> SynthConfig {
+        SynthConfig {
+            cases: 6,
+            seed: 3,
+            in_plane_voxels: [40, 44],
+            slices: [16, 20],
+            in_plane_spacing_mm: [7.0, 8.0],
+            slice_spacing_mm: [12.0, 14.0],
+            ..SynthConfig::default()
+        }
+    }
+
+    #[test]
+    fn same_seed_same_case_other_seed_differs() {
+        let cfg = tiny();
+        let a = generate_case(&cfg, 1).unwrap();
+        let b = generate_case(&cfg, 1).unwrap();
+        assert_eq!(a.image, b.image);
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(a.info, b.info);
+        let c = generate_case(&SynthConfig { seed: 4, ..cfg }, 1).unwrap();
+        assert_ne!(a.image.data, c.image.data);
+    }
+
+    #[test]
+    fn labels_are_consistent_and_values_integer_hu() {
+        let cfg = tiny();
+        let mut with_tumor = 0;
+        for i in 0..cfg.cases {
+            let ph = generate_case(&cfg, i).unwrap();
+            assert_eq!(ph.image.shape(), ph.labels.shape());
+            assert_eq!(ph.image.affine, ph.labels.affine);
+            assert!(ph.labels.data.iter().all(|&l| l <= 2));
+            assert!(ph.image.data.iter().all(|&v| v.fract() == 0.0 && (-1024.0..=3071.0).contains(&v)));
+            assert!(ph.info.liver_voxels > 100, "case {i}: {} liver voxels", ph.info.liver_voxels);
+            if ph.info.tumors.is_empty() {
+                assert_eq!(ph.info.tumor_voxels, 0);
+            } else {
+                with_tumor += 1;
+            }
+        }
+        assert!((1..cfg.cases).contains(&with_tumor), "{with_tumor} of {} cases with tumors", cfg.cases);
+    }
+
+    #[test]
+    fn liver_is_brighter_than_fat_and_darker_than_bone() {
+        let ph = generate_case(&tiny(), 2).unwrap();
+        let mean = |label: u8| {
+            let v: Vec<f32> = ph.image.data.iter().zip(&ph.labels.data).filter(|(_, &l)| l == label).map(|(&v, _)| v).collect();
+            v.iter().sum::<f32>() / v.len() as f32
+        };
+        let liver = mean(1);
+        assert!((30.0..100.0).contains(&liver), "liver mean {liver}");
+        let max = ph.image.data.iter().cloned().fold(f32::MIN, f32::max);
+        let min = ph.image.data.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(max > 400.0 && min < -900.0, "range {min}..{max}");
+    }
+
+    #[test]
+    fn every_orientation_keeps_world_positions() {
+        // The patient centre is the mean world position of the voxels, whatever the order of
+        // the stored axes; and the liver (patient's right, +x in RAS) lies at larger x.
+        let cfg = tiny();
+        for i in 0..ORIENTATIONS.len() {
+            let ph = generate_case(&cfg, i).unwrap();
+            let aff = ph.image.affine;
+            let mut sum = [0.0f64; 3];
+            let mut n = 0.0;
+            let mut all = [0.0f64; 3];
+            let mut count = 0.0;
+            for (idx, &l) in ph.labels.data.indexed_iter() {
+                let ijk = [idx.0 as f64, idx.1 as f64, idx.2 as f64];
+                let w: [f64; 3] = [0, 1, 2].map(|r| (0..3).map(|c| aff[r][c] * ijk[c]).sum::<f64>() + aff[r][3]);
+                for a in 0..3 {
+                    all[a] += w[a];
+                    if l >= 1 {
+                        sum[a] += w[a];
+                    }
+                }
+                count += 1.0;
+                if l >= 1 {
+                    n += 1.0;
+                }
+            }
+            let centre = all.map(|v| v / count);
+            let liver = sum.map(|v| v / n);
+            assert!(liver[0] > centre[0] + 10.0, "{}: liver x {} centre x {}", ph.info.orientation, liver[0], centre[0]);
+            for a in 0..3 {
+                let col: f64 = (0..3).map(|r| aff[r][a] * aff[r][a]).sum::<f64>().sqrt();
+                assert!((col - ph.image.spacing[a]).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let cfg = SynthConfig { slices: [30, 20], ..SynthConfig::default() };
+        let e = generate_case(&cfg, 0).unwrap_err().to_string();
+        assert!(e.contains("slices"), "{e}");
+        let cfg = SynthConfig { noise_sd_hu: [f64::NAN, 1.0], ..SynthConfig::default() };
+        assert!(generate_case(&cfg, 0).unwrap_err().to_string().contains("noise_sd_hu"));
+    }
+}
