@@ -2,6 +2,7 @@
 //! synthetic CT phantoms.
 #![warn(missing_docs)]
 
+pub mod distance;
 pub mod error;
 pub mod resample;
 pub mod rng;

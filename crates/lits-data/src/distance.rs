@@ -1,0 +1,553 @@
+//! Exact Euclidean distance transforms with anisotropic voxel spacing, and the surface
+//! distances of the LiTS benchmark (ASSD, RMSD, MSD/Hausdorff, HD95) in millimetres.
+//!
+//! The transform is the separable lower-envelope algorithm of Felzenszwalb & Huttenlocher,
+//! "Distance Transforms of Sampled Functions" (Theory of Computing 8, 2012): one pass per
+//! axis, each exact, so the result is the exact Euclidean distance on the anisotropic grid.
+//! Lines of a pass are independent and run in parallel with rayon.
+//!
+//! Surface metrics follow `medpy.metric.binary` 0.5.2: a mask's surface is the mask minus
+//! its binary erosion by the 6-neighbour (connectivity 1) structuring element, with
+//! everything outside the array counting as background; each surface voxel of one mask gets
+//! the distance to the nearest surface voxel of the other, and the metrics summarise the
+//! union of both directed sets.
+
+use ndarray::{Array3, ArrayView3, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+
+/// Squared Euclidean distance (mm²) from every voxel to the nearest `true` voxel of
+/// `feature`, with `spacing` the voxel size in mm along the array's axes.
+///
+/// Voxels of `feature` get 0. When `feature` has no `true` voxel every value is
+/// `f64::INFINITY`.
+///
+/// # Panics
+/// If a spacing is not finite and positive.
+pub fn edt_squared(feature: &ArrayView3<bool>, spacing: [f64; 3]) -> Array3<f64> {
+    check_spacing(spacing);
+    let feature = feature.as_standard_layout();
+    let mut g = first_two_passes(feature.as_slice().expect("standard layout"), feature.dim(), spacing);
+    // Third pass along axis 0, one (axis 0, axis 2) plane per thread.
+    let planes: Vec<ArrayViewMut2<f64>> = g.axis_iter_mut(Axis(1)).collect();
+    let n0 = feature.dim().0;
+    planes.into_par_iter().for_each_init(
+        || Envelope::new(n0),
+        |env, mut plane| {
+            for k in 0..plane.dim().1 {
+                let mut col = plane.column_mut(k);
+                env.load(col.iter().copied(), spacing[0]);
+                if env.is_empty() {
+                    continue;
+                }
+                for (i, out) in col.iter_mut().enumerate() {
+                    *out = env.eval_next(i);
+                }
+            }
+        },
+    );
+    g
+}
+
+/// Euclidean distance (mm) from every voxel to the nearest `true` voxel of `feature`;
+/// the square root of [`edt_squared`], with the same conventions.
+pub fn edt(feature: &ArrayView3<bool>, spacing: [f64; 3]) -> Array3<f64> {
+    let mut d = edt_squared(feature, spacing);
+    d.as_slice_mut().expect("standard layout").par_iter_mut().for_each(|x| *x = x.sqrt());
+    d
+}
+
+/// The surface of a binary mask: `mask` and not its erosion by the 6-neighbour cross,
+/// with voxels outside the array counting as background (so a mask voxel on the array's
+/// edge is always a surface voxel). Equal to medpy's
+/// `mask ^ binary_erosion(mask, generate_binary_structure(3, 1))`.
+pub fn surface(mask: &ArrayView3<bool>) -> Array3<bool> {
+    let dim = mask.dim();
+    let mut out = Array3::from_elem(dim, false);
+    if let Some(bb) = bounding_box(mask) {
+        let crop = surface_in(mask, &bb);
+        let [a, b, c] = bb.lo;
+        out.slice_mut(ndarray::s![a..a + crop.dim().0, b..b + crop.dim().1, c..c + crop.dim().2])
+            .assign(&crop);
+    }
+    out
+}
+
+/// An axis-aligned box of voxels, `lo` inclusive, `hi` exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundingBox {
+    /// First index along each axis.
+    pub lo: [usize; 3],
+    /// One past the last index along each axis.
+    pub hi: [usize; 3],
+}
+
+impl BoundingBox {
+    /// The smallest box holding both.
+    pub fn union(&self, other: &BoundingBox) -> BoundingBox {
+        let mut u = *self;
+        for a in 0..3 {
+            u.lo[a] = u.lo[a].min(other.lo[a]);
+            u.hi[a] = u.hi[a].max(other.hi[a]);
+        }
+        u
+    }
+
+    /// Size along each axis.
+    pub fn dim(&self) -> [usize; 3] {
+        [self.hi[0] - self.lo[0], self.hi[1] - self.lo[1], self.hi[2] - self.lo[2]]
+    }
+}
+
+/// The smallest box holding every `true` voxel, or `None` for an empty mask.
+pub fn bounding_box(mask: &ArrayView3<bool>) -> Option<BoundingBox> {
+    let slabs: Vec<_> = mask.axis_iter(Axis(0)).collect();
+    let per_slab: Vec<Option<BoundingBox>> = slabs
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, slab)| {
+            let mut bb: Option<BoundingBox> = None;
+            for (j, row) in slab.outer_iter().enumerate() {
+                if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
+                    let here = BoundingBox { lo: [i, j, first], hi: [i + 1, j + 1, last + 1] };
+                    bb = Some(bb.map_or(here, |b| b.union(&here)));
+                }
+            }
+            bb
+        })
+        .collect();
+    per_slab.into_iter().flatten().reduce(|a, b| a.union(&b))
+}
+
+/// Surface distances between two masks, in mm. See the module header for the
+/// definitions; each field names the `medpy.metric.binary` function it equals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SurfaceDistances {
+    /// Average symmetric surface distance: the mean of the union of both directed
+    /// distance sets (medpy `assd`).
+    pub assd: f64,
+    /// Root-mean-square symmetric surface distance: the square root of the mean squared
+    /// distance over the same union (LiTS RMSD; medpy has no function for it).
+    pub rmsd: f64,
+    /// Maximum symmetric surface distance, the Hausdorff distance (medpy `hd`).
+    pub msd: f64,
+    /// 95th percentile of the union, linearly interpolated as `numpy.percentile` does
+    /// (medpy `hd95`).
+    pub hd95: f64,
+}
+
+impl SurfaceDistances {
+    /// Summarise the union of both directed distance sets. `None` when both are empty.
+    pub fn from_directed(a_to_b: &[f64], b_to_a: &[f64]) -> Option<Self> {
+        let n = a_to_b.len() + b_to_a.len();
+        if n == 0 {
+            return None;
+        }
+        let mut all = Vec::with_capacity(n);
+        all.extend_from_slice(a_to_b);
+        all.extend_from_slice(b_to_a);
+        let sum: f64 = all.iter().sum();
+        let sum_sq: f64 = all.iter().map(|d| d * d).sum();
+        let msd = all.iter().copied().fold(0.0, f64::max);
+        Some(SurfaceDistances {
+            assd: sum / n as f64,
+            rmsd: (sum_sq / n as f64).sqrt(),
+            msd,
+            hd95: percentile(&mut all, 95.0),
+        })
+    }
+}
+
+/// Surface distances between `pred` and `reference` with voxel size `spacing` (mm, array
+/// axis order).
+///
+/// Returns `None` when either mask is empty: a surface distance to nothing is undefined
+/// (medpy raises `RuntimeError` there). The caller decides what an empty mask scores.
+///
+/// Only the box around both masks is transformed, which gives the same distances as the
+/// whole array because every surface voxel lies inside it.
+///
+/// # Panics
+/// If the shapes differ or a spacing is not finite and positive.
+pub fn surface_distances(
+    pred: &ArrayView3<bool>,
+    reference: &ArrayView3<bool>,
+    spacing: [f64; 3],
+) -> Option<SurfaceDistances> {
+    let (p_to_r, r_to_p) = directed_surface_distances(pred, reference, spacing)?;
+    SurfaceDistances::from_directed(&p_to_r, &r_to_p)
+}
+
+/// Both directed surface distance sets: for every surface voxel of `a` the distance (mm)
+/// to the nearest surface voxel of `b`, and the same from `b` to `a`. medpy's private
+/// `__surface_distances(a, b)` and `__surface_distances(b, a)`, up to order.
+///
+/// `None` when either mask is empty.
+///
+/// # Panics
+/// If the shapes differ or a spacing is not finite and positive.
+pub fn directed_surface_distances(
+    a: &ArrayView3<bool>,
+    b: &ArrayView3<bool>,
+    spacing: [f64; 3],
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    assert_eq!(a.dim(), b.dim(), "surface distances need masks of the same shape");
+    check_spacing(spacing);
+    let (bb_a, bb_b) = rayon::join(|| bounding_box(a), || bounding_box(b));
+    let (bb_a, bb_b) = (bb_a?, bb_b?);
+    let bb = bb_a.union(&bb_b);
+    let (sa, sb) = rayon::join(|| surface_in(a, &bb), || surface_in(b, &bb));
+    let a_to_b = distances_at(&sa, &sb, spacing);
+    let b_to_a = distances_at(&sb, &sa, spacing);
+    Some((a_to_b, b_to_a))
+}
+
+/// The surface of `mask` inside `bb` (a crop of [`surface`]'s result).
+fn surface_in(mask: &ArrayView3<bool>, bb: &BoundingBox) -> Array3<bool> {
+    let (n0, n1, n2) = mask.dim();
+    let [d0, d1, d2] = bb.dim();
+    let mut out = Array3::from_elem((d0, d1, d2), false);
+    let slabs: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
+    slabs.into_par_iter().enumerate().for_each(|(ci, mut slab)| {
+        let i = bb.lo[0] + ci;
+        for cj in 0..d1 {
+            let j = bb.lo[1] + cj;
+            for ck in 0..d2 {
+                let k = bb.lo[2] + ck;
+                if !mask[[i, j, k]] {
+                    continue;
+                }
+                // A voxel whose 6 neighbours are all in the mask survives erosion.
+                let interior = i > 0
+                    && i + 1 < n0
+                    && j > 0
+                    && j + 1 < n1
+                    && k > 0
+                    && k + 1 < n2
+                    && mask[[i - 1, j, k]]
+                    && mask[[i + 1, j, k]]
+                    && mask[[i, j - 1, k]]
+                    && mask[[i, j + 1, k]]
+                    && mask[[i, j, k - 1]]
+                    && mask[[i, j, k + 1]];
+                slab[[cj, ck]] = !interior;
+            }
+        }
+    });
+    out
+}
+
+/// Distances (mm) from each `true` voxel of `query` to the nearest `true` voxel of
+/// `feature`. The last pass of the transform is evaluated at query voxels only.
+fn distances_at(query: &Array3<bool>, feature: &Array3<bool>, spacing: [f64; 3]) -> Vec<f64> {
+    let dim = feature.dim();
+    let g = first_two_passes(feature.as_slice().expect("standard layout"), dim, spacing);
+    let (n0, n1, n2) = dim;
+    let per_plane: Vec<Vec<f64>> = (0..n1)
+        .into_par_iter()
+        .map_init(
+            || (Envelope::new(n0), Vec::new()),
+            |(env, rows), j| {
+                let mut out = Vec::new();
+                for k in 0..n2 {
+                    rows.clear();
+                    rows.extend((0..n0).filter(|&i| query[[i, j, k]]));
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    env.load((0..n0).map(|i| g[[i, j, k]]), spacing[0]);
+                    for &i in rows.iter() {
+                        out.push(env.eval_next(i).sqrt());
+                    }
+                }
+                out
+            },
+        )
+        .collect();
+    per_plane.concat()
+}
+
+/// Passes along axes 2 and 1: squared distance to the nearest feature voxel within the
+/// same axis-0 slab. Each slab is independent, so slabs run in parallel.
+fn first_two_passes(feature: &[bool], dim: (usize, usize, usize), spacing: [f64; 3]) -> Array3<f64> {
+    let (n0, n1, n2) = dim;
+    let mut g = Array3::from_elem(dim, f64::INFINITY);
+    if n0 * n1 * n2 == 0 {
+        return g;
+    }
+    let slab_len = n1 * n2;
+    g.as_slice_mut()
+        .expect("fresh array")
+        .par_chunks_mut(slab_len)
+        .zip(feature.par_chunks(slab_len))
+        .for_each_init(
+            || (Envelope::new(n1), Vec::with_capacity(n1)),
+            |(env, col), (gs, fs)| {
+                let mut any = false;
+                for j in 0..n1 {
+                    any |= line_distance(&fs[j * n2..(j + 1) * n2], spacing[2], &mut gs[j * n2..(j + 1) * n2]);
+                }
+                if !any {
+                    return;
+                }
+                for k in 0..n2 {
+                    col.clear();
+                    col.extend((0..n1).map(|j| gs[j * n2 + k]));
+                    env.load(col.iter().copied(), spacing[1]);
+                    if env.is_empty() {
+                        continue;
+                    }
+                    for j in 0..n1 {
+                        gs[j * n2 + k] = env.eval_next(j);
+                    }
+                }
+            },
+        );
+    g
+}
+
+/// Squared distance along one line to the nearest `true` entry (two sweeps). Returns
+/// whether the line holds any `true`; if not, `out` is left untouched (infinite).
+fn line_distance(feature: &[bool], s: f64, out: &mut [f64]) -> bool {
+    let n = feature.len();
+    let mut last: Option<usize> = None;
+    for x in 0..n {
+        if feature[x] {
+            last = Some(x);
+        }
+        if let Some(p) = last {
+            let d = (x - p) as f64 * s;
+            out[x] = d * d;
+        }
+    }
+    if last.is_none() {
+        return false;
+    }
+    let mut next: Option<usize> = None;
+    for x in (0..n).rev() {
+        if feature[x] {
+            next = Some(x);
+        }
+        if let Some(p) = next {
+            let d = (p - x) as f64 * s;
+            out[x] = out[x].min(d * d);
+        }
+    }
+    true
+}
+
+/// The lower envelope of the parabolas `f[q] + (s·(x − q))²` over the finite `f[q]` of
+/// one line, evaluated at increasing `x`.
+struct Envelope {
+    /// Apex positions of the parabolas on the envelope.
+    v: Vec<usize>,
+    /// Their heights `f[v[k]]`.
+    h: Vec<f64>,
+    /// Boundaries: parabola `k` is lowest on `[z[k], z[k + 1]]`.
+    z: Vec<f64>,
+    s2: f64,
+    /// Cursor of the last evaluation.
+    k: usize,
+}
+
+impl Envelope {
+    fn new(n: usize) -> Self {
+        Envelope { v: Vec::with_capacity(n), h: Vec::with_capacity(n), z: Vec::with_capacity(n + 1), s2: 1.0, k: 0 }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
+    /// Build the envelope of `f` (infinite entries are no parabola) with spacing `s`.
+    fn load(&mut self, f: impl Iterator<Item = f64>, s: f64) {
+        let s2 = s * s;
+        self.s2 = s2;
+        self.v.clear();
+        self.h.clear();
+        self.z.clear();
+        self.k = 0;
+        for (q, fq) in f.enumerate() {
+            if !fq.is_finite() {
+                continue;
+            }
+            let qf = q as f64;
+            let mut cross = f64::NEG_INFINITY;
+            while let (Some(&p), Some(&hp)) = (self.v.last(), self.h.last()) {
+                let pf = p as f64;
+                // Where parabola q starts to lie below parabola p.
+                cross = ((fq + s2 * qf * qf) - (hp + s2 * pf * pf)) / (2.0 * s2 * (qf - pf));
+                if cross <= *self.z.last().expect("one boundary per parabola") {
+                    self.v.pop();
+                    self.h.pop();
+                    self.z.pop();
+                    cross = f64::NEG_INFINITY;
+                } else {
+                    break;
+                }
+            }
+            self.v.push(q);
+            self.h.push(fq);
+            self.z.push(cross);
+        }
+    }
+
+    /// The envelope at `x`; successive calls must not decrease `x`.
+    fn eval_next(&mut self, x: usize) -> f64 {
+        let xf = x as f64;
+        while self.k + 1 < self.v.len() && self.z[self.k + 1] < xf {
+            self.k += 1;
+        }
+        let d = xf - self.v[self.k] as f64;
+        self.h[self.k] + self.s2 * d * d
+    }
+}
+
+/// `numpy.percentile(values, q)` with its default linear interpolation.
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    let n = values.len();
+    let h = (n - 1) as f64 * q / 100.0;
+    let lo = h.floor() as usize;
+    let (_, &mut a, upper) = values.select_nth_unstable_by(lo, f64::total_cmp);
+    if lo + 1 >= n {
+        return a;
+    }
+    let b = upper.iter().copied().fold(f64::INFINITY, f64::min);
+    let t = h - lo as f64;
+    // numpy's _lerp: the two formulas meet exactly at the ends.
+    if t >= 0.5 {
+        b - (b - a) * (1.0 - t)
+    } else {
+        a + (b - a) * t
+    }
+}
+
+fn check_spacing(spacing: [f64; 3]) {
+    assert!(
+        spacing.iter().all(|s| s.is_finite() && *s > 0.0),
+        "voxel spacing must be finite and positive, got {spacing:?}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    /// A small deterministic generator so the tests need no extra crate.
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn random_mask(dim: (usize, usize, usize), p: f64, seed: u64) -> Array3<bool> {
+        let mut s = seed;
+        Array3::from_shape_simple_fn(dim, || lcg(&mut s) < p)
+    }
+
+    fn brute_force_sq(feature: &Array3<bool>, spacing: [f64; 3]) -> Array3<f64> {
+        let pts: Vec<_> = feature.indexed_iter().filter(|(_, &f)| f).map(|(i, _)| i).collect();
+        Array3::from_shape_fn(feature.dim(), |(i, j, k)| {
+            pts.iter()
+                .map(|&(a, b, c)| {
+                    let d = [
+                        (i as f64 - a as f64) * spacing[0],
+                        (j as f64 - b as f64) * spacing[1],
+                        (k as f64 - c as f64) * spacing[2],
+                    ];
+                    d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+                })
+                .fold(f64::INFINITY, f64::min)
+        })
+    }
+
+    #[test]
+    fn edt_equals_brute_force_on_random_anisotropic_grids() {
+        for (seed, p, dim) in [(1, 0.02, (7, 9, 11)), (2, 0.3, (5, 4, 13)), (3, 0.001, (12, 10, 8))] {
+            let f = random_mask(dim, p, seed);
+            let spacing = [0.7, 1.3, 2.5];
+            let got = edt_squared(&f.view(), spacing);
+            let want = brute_force_sq(&f, spacing);
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!((g - w).abs() <= 1e-9 * w.max(1.0) || (g.is_infinite() && w.is_infinite()), "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn edt_of_a_single_voxel_is_the_anisotropic_norm() {
+        let mut f = Array3::from_elem((4, 5, 6), false);
+        f[[1, 2, 3]] = true;
+        let d = edt(&f.view(), [2.0, 0.5, 3.0]);
+        assert_eq!(d[[1, 2, 3]], 0.0);
+        assert!((d[[3, 0, 5]] - (16.0f64 + 1.0 + 36.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn edt_without_feature_is_infinite() {
+        let f = Array3::from_elem((2, 3, 4), false);
+        assert!(edt(&f.view(), [1.0; 3]).iter().all(|d| d.is_infinite()));
+    }
+
+    #[test]
+    fn surface_of_a_cube_is_its_shell_and_edges_count_as_background() {
+        let mut m = Array3::from_elem((5, 5, 5), false);
+        m.slice_mut(ndarray::s![1..4, 1..4, 1..4]).fill(true);
+        let s = surface(&m.view());
+        assert_eq!(s.iter().filter(|&&x| x).count(), 26);
+        assert!(!s[[2, 2, 2]]);
+        // A full array: only its outer layer is surface.
+        let full = Array3::from_elem((3, 4, 5), true);
+        assert_eq!(surface(&full.view()).iter().filter(|&&x| x).count(), 3 * 4 * 5 - 2 * 3);
+    }
+
+    #[test]
+    fn surface_distances_of_shifted_slabs() {
+        // Two 1-voxel-thick planes along axis 2, three voxels apart at 2 mm: every
+        // distance is 6 mm.
+        let mut a = Array3::from_elem((4, 4, 8), false);
+        let mut b = a.clone();
+        a.slice_mut(ndarray::s![.., .., 1]).fill(true);
+        b.slice_mut(ndarray::s![.., .., 4]).fill(true);
+        let d = surface_distances(&a.view(), &b.view(), [1.0, 1.0, 2.0]).unwrap();
+        for v in [d.assd, d.rmsd, d.msd, d.hd95] {
+            assert!((v - 6.0).abs() < 1e-12, "{d:?}");
+        }
+        assert_eq!(surface_distances(&a.view(), &a.view(), [1.0; 3]).unwrap().msd, 0.0);
+    }
+
+    #[test]
+    fn empty_masks_have_no_surface_distance() {
+        let a = Array3::from_elem((3, 3, 3), false);
+        let mut b = a.clone();
+        b[[1, 1, 1]] = true;
+        assert!(surface_distances(&a.view(), &b.view(), [1.0; 3]).is_none());
+        assert!(surface_distances(&b.view(), &a.view(), [1.0; 3]).is_none());
+        assert!(surface_distances(&a.view(), &a.view(), [1.0; 3]).is_none());
+    }
+
+    #[test]
+    fn directed_distances_equal_the_full_transform() {
+        let a = random_mask((9, 8, 10), 0.2, 7);
+        let b = random_mask((9, 8, 10), 0.1, 8);
+        let spacing = [0.8, 1.1, 3.0];
+        let (ab, _) = directed_surface_distances(&a.view(), &b.view(), spacing).unwrap();
+        let dt = edt(&surface(&b.view()).view(), spacing);
+        let want: Vec<f64> = surface(&a.view()).indexed_iter().filter(|(_, &s)| s).map(|(i, _)| dt[i]).collect();
+        let (mut ab, mut want) = (ab, want);
+        ab.sort_by(f64::total_cmp);
+        want.sort_by(f64::total_cmp);
+        assert_eq!(ab.len(), want.len());
+        for (x, y) in ab.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn percentile_interpolates_like_numpy() {
+        // numpy.percentile([1, 2, 3, 4, 10], 95) == 8.8
+        assert!((percentile(&mut [4.0, 1.0, 10.0, 3.0, 2.0], 95.0) - 8.8).abs() < 1e-12);
+        assert_eq!(percentile(&mut [5.0], 95.0), 5.0);
+        // numpy.percentile([0, 1], 95) == 0.95
+        assert!((percentile(&mut [1.0, 0.0], 95.0) - 0.95).abs() < 1e-12);
+    }
+}
