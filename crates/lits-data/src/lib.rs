@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod distance;
+pub mod dataset;
 pub mod error;
 pub mod resample;
 pub mod rng;
