@@ -3,8 +3,10 @@
 #![warn(missing_docs)]
 
 pub mod distance;
+pub mod crop;
 pub mod dataset;
 pub mod error;
+pub mod intensity;
 pub mod resample;
 pub mod rng;
 pub mod synth;
