@@ -21,6 +21,19 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// Voxels that are NaN or infinite, refused unless the reader is asked to replace them.
+    #[error(
+        "{}: {count} voxel(s) are NaN or infinite (first at [{}, {}, {}]); refusing to read them unless asked to replace them",
+        path.display(), first[0], first[1], first[2]
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// How many voxels.
+        count: usize,
+        /// Index `[i, j, k]` of the first one.
+        first: [usize; 3],
+    },
     /// A configuration value that cannot work.
     #[error("config field `{field}`: {msg}")]
     Config {

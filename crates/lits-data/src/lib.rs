@@ -6,6 +6,8 @@ pub mod distance;
 pub mod crop;
 pub mod dataset;
 pub mod error;
+pub mod nifti;
+pub mod orient;
 pub mod intensity;
 pub mod resample;
 pub mod rng;

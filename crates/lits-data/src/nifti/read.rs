@@ -1,0 +1,272 @@
+//! Voxel decoding: stored values (any supported datatype, either byte order) scaled as
+//! nibabel's `get_fdata(dtype=float32)` does (in f64, then rounded to f32), and moved from
+//! NIfTI's file order (first index fastest) into a standard-layout `Array3` indexed
+//! `[i, j, k]`, in one parallel pass.
+
+use std::path::Path;
+
+use ndarray::Array3;
+use rayon::prelude::*;
+
+use super::geometry::Geometry;
+use super::header::{ByteOrder, Datatype, Header};
+use super::source::{self, Loaded};
+use crate::{Error, Image, Labels, Result, Volume};
+
+/// One stored value type: its size and how to decode it from bytes.
+trait Stored: Copy {
+    const SIZE: usize;
+    fn load(b: &[u8], big: bool) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! stored {
+    ($($t:ty),*) => {$(
+        impl Stored for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            #[inline(always)]
+            fn load(b: &[u8], big: bool) -> Self {
+                let a = b[..Self::SIZE].try_into().expect("element bytes");
+                if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 { self as f64 }
+        }
+    )*};
+}
+stored!(u8, i8, u16, i16, u32, i32, f32, f64);
+
+/// Run `transpose_map` for the stored type of `$dt`, mapping each value (as f64) with `$f`.
+macro_rules! dispatch {
+    ($dt:expr, $big:expr, $raw:expr, $shape:expr, $f:expr) => {{
+        let f = $f;
+        let big = $big;
+        match $dt {
+            Datatype::U8 => transpose_map($raw, $shape, |b: &[u8]| f(u8::load(b, big).to_f64())),
+            Datatype::I8 => transpose_map($raw, $shape, |b: &[u8]| f(i8::load(b, big).to_f64())),
+            Datatype::U16 => transpose_map($raw, $shape, |b: &[u8]| f(u16::load(b, big).to_f64())),
+            Datatype::I16 => transpose_map($raw, $shape, |b: &[u8]| f(i16::load(b, big).to_f64())),
+            Datatype::U32 => transpose_map($raw, $shape, |b: &[u8]| f(u32::load(b, big).to_f64())),
+            Datatype::I32 => transpose_map($raw, $shape, |b: &[u8]| f(i32::load(b, big).to_f64())),
+            Datatype::F32 => transpose_map($raw, $shape, |b: &[u8]| f(f32::load(b, big).to_f64())),
+            Datatype::F64 => transpose_map($raw, $shape, |b: &[u8]| f(f64::load(b, big).to_f64())),
+        }
+    }};
+}
+
+/// How to read an image.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadOptions {
+    /// Replace NaN and infinite voxels with this value instead of refusing the file.
+    pub replace_non_finite: Option<f32>,
+    /// Keep NaN and infinite voxels as they are (for inspecting a file); wins over
+    /// `replace_non_finite`.
+    pub keep_non_finite: bool,
+}
+
+/// Read a scan as f32 with `scl_slope`/`scl_inter` applied; refuses NaN or infinite voxels.
+pub fn read_image(path: &Path) -> Result<(Image, Geometry)> {
+    read_image_with(path, &ReadOptions::default())
+}
+
+/// [`read_image`] with options (replacing NaN and infinite voxels).
+pub fn read_image_with(path: &Path, opts: &ReadOptions) -> Result<(Image, Geometry)> {
+    let loaded = source::load(path, true, 4)?;
+    let h = &loaded.header;
+    let mut data = decode_f32(&loaded);
+    if h.datatype.is_float() || h.scaling().is_some() {
+        // Integers become non-finite only through a huge slope; floats may be anything.
+        if !opts.keep_non_finite {
+            let (count, first) = count_non_finite(&data);
+            if count > 0 {
+                match opts.replace_non_finite {
+                    Some(v) => data.par_iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = v),
+                    None => {
+                        let s = h.shape;
+                        let first = [first / (s[1] * s[2]), first / s[2] % s[1], first % s[2]];
+                        return Err(Error::NonFinite { path: path.into(), count, first });
+                    }
+                }
+            }
+        }
+    }
+    Ok((into_volume(data, h), h.geometry.clone()))
+}
+
+/// Read a label map as u8; refuses a value (after scaling) that is not an integer 0..=255.
+pub fn read_labels(path: &Path) -> Result<(Labels, Geometry)> {
+    let loaded = source::load(path, true, 1)?;
+    let h = &loaded.header;
+    let data = if h.datatype == Datatype::U8 && h.scaling().is_none() {
+        transpose_map(loaded.data(), h.shape, |b: &[u8]| b[0])
+    } else {
+        check_labels(path, &loaded)?;
+        let big = h.byte_order == ByteOrder::Big;
+        let (slope, inter) = scaling_f64(h);
+        dispatch!(h.datatype, big, loaded.data(), h.shape, |v: f64| (v * slope + inter) as f32 as u8)
+    };
+    Ok((into_volume(data, h), h.geometry.clone()))
+}
+
+/// Read and check only the header of `path` (the checks that need no voxels included).
+pub fn read_header(path: &Path) -> Result<Header> {
+    Ok(source::load(path, false, 0)?.header)
+}
+
+fn into_volume<T>(data: Vec<T>, h: &Header) -> Volume<T> {
+    let data = Array3::from_shape_vec(h.shape, data).expect("decoded buffer matches the header's shape");
+    Volume { data, spacing: h.geometry.spacing(), affine: h.geometry.affine }
+}
+
+/// Slope and intercept in f64 (identity when the header asks for no scaling).
+fn scaling_f64(h: &Header) -> (f64, f64) {
+    h.scaling().map_or((1.0, 0.0), |(s, i)| (f64::from(s), f64::from(i)))
+}
+
+/// The scaled voxels as f32 in standard layout.
+fn decode_f32(loaded: &Loaded) -> Vec<f32> {
+    let h = &loaded.header;
+    let big = h.byte_order == ByteOrder::Big;
+    let raw = loaded.data();
+    match h.scaling() {
+        // Without scaling every stored type converts to f32 directly, as numpy's astype.
+        None => match h.datatype {
+            Datatype::U8 => transpose_map(raw, h.shape, |b: &[u8]| b[0] as f32),
+            Datatype::I8 => transpose_map(raw, h.shape, |b: &[u8]| i8::load(b, big) as f32),
+            Datatype::U16 => transpose_map(raw, h.shape, |b: &[u8]| u16::load(b, big) as f32),
+            Datatype::I16 => transpose_map(raw, h.shape, |b: &[u8]| i16::load(b, big) as f32),
+            Datatype::U32 => transpose_map(raw, h.shape, |b: &[u8]| u32::load(b, big) as f32),
+            Datatype::I32 => transpose_map(raw, h.shape, |b: &[u8]| i32::load(b, big) as f32),
+            Datatype::F32 => transpose_map(raw, h.shape, |b: &[u8]| f32::load(b, big)),
+            Datatype::F64 => transpose_map(raw, h.shape, |b: &[u8]| f64::load(b, big) as f32),
+        },
+        Some((s, i)) => {
+            let (s, i) = (f64::from(s), f64::from(i));
+            // nibabel skips a multiply by 1 and an add of 0; so do we (it matters for -0.0).
+            match (s == 1.0, i == 0.0) {
+                (true, _) => dispatch!(h.datatype, big, raw, h.shape, |v: f64| (v + i) as f32),
+                (_, true) => dispatch!(h.datatype, big, raw, h.shape, |v: f64| (v * s) as f32),
+                _ => dispatch!(h.datatype, big, raw, h.shape, |v: f64| (v * s + i) as f32),
+            }
+        }
+    }
+}
+
+/// Map each stored element of `raw` (file order: `i` fastest, then `j`, then `k`) with `f`
+/// into a buffer in C order (`k` fastest). The output is cut into blocks of rows of `i`
+/// written by one thread each; within a block, tiles of `k` keep both the strided reads
+/// and the row writes in cache.
+fn transpose_map<O, F>(raw: &[u8], shape: [usize; 3], f: F) -> Vec<O>
+where
+    O: Copy + Default + Send,
+    F: Fn(&[u8]) -> O + Sync,
+{
+    const IB: usize = 16;
+    const KT: usize = 16;
+    let [nx, ny, nz] = shape;
+    let n = nx * ny * nz;
+    let size = raw.len() / n.max(1);
+    let mut out = vec![O::default(); n];
+    if n == 0 {
+        return out;
+    }
+    let row = ny * nz;
+    out.par_chunks_mut(IB * row).enumerate().for_each(|(blk, chunk)| {
+        let i0 = blk * IB;
+        let ib = chunk.len() / row;
+        for k0 in (0..nz).step_by(KT) {
+            let k1 = (k0 + KT).min(nz);
+            for j in 0..ny {
+                for k in k0..k1 {
+                    let base = (i0 + nx * (j + ny * k)) * size;
+                    let src = &raw[base..base + ib * size];
+                    for (di, e) in src.chunks_exact(size).enumerate() {
+                        chunk[di * row + j * nz + k] = f(e);
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// How many values are NaN or infinite, and the flat index of the first.
+fn count_non_finite(data: &[f32]) -> (usize, usize) {
+    let count = data.par_iter().filter(|v| !v.is_finite()).count();
+    let first = if count > 0 { data.iter().position(|v| !v.is_finite()).unwrap_or(0) } else { 0 };
+    (count, first)
+}
+
+/// Refuse a label file holding a value that is not an integer 0..=255 after scaling.
+fn check_labels(path: &Path, loaded: &Loaded) -> Result<()> {
+    let h = &loaded.header;
+    let big = h.byte_order == ByteOrder::Big;
+    let (slope, inter) = scaling_f64(h);
+    let size = h.datatype.size();
+    let value = |b: &[u8]| -> f64 {
+        let v = match h.datatype {
+            Datatype::U8 => b[0].to_f64(),
+            Datatype::I8 => i8::load(b, big).to_f64(),
+            Datatype::U16 => u16::load(b, big).to_f64(),
+            Datatype::I16 => i16::load(b, big).to_f64(),
+            Datatype::U32 => u32::load(b, big).to_f64(),
+            Datatype::I32 => i32::load(b, big).to_f64(),
+            Datatype::F32 => f32::load(b, big).to_f64(),
+            Datatype::F64 => f64::load(b, big),
+        };
+        // As nibabel's get_fdata(dtype=float32) would hand it over.
+        f64::from((v * slope + inter) as f32)
+    };
+    let ok = |v: f64| v.fract() == 0.0 && (0.0..=255.0).contains(&v);
+    let bad = loaded.data().par_chunks_exact(size).filter(|b| !ok(value(b))).count();
+    if bad == 0 {
+        return Ok(());
+    }
+    let (pos, v) = loaded
+        .data()
+        .chunks_exact(size)
+        .enumerate()
+        .map(|(p, b)| (p, value(b)))
+        .find(|&(_, v)| !ok(v))
+        .expect("a bad value was counted");
+    let [nx, ny, _] = h.shape;
+    Err(Error::invalid(
+        path,
+        format!(
+            "{bad} voxel(s) are not integer labels 0..=255 (first: {v} at [{}, {}, {}])",
+            pos % nx,
+            pos / nx % ny,
+            pos / (nx * ny)
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_map_puts_file_order_into_c_order() {
+        // Shapes that leave partial blocks and tiles: i not a multiple of 16, k of 16.
+        for shape in [[3, 4, 5], [17, 2, 33], [1, 1, 1], [40, 3, 2]] {
+            let [nx, ny, nz] = shape;
+            let raw: Vec<u8> = (0..nx * ny * nz).flat_map(|v| (v as u32).to_le_bytes()).collect();
+            let out = transpose_map(&raw, shape, |b: &[u8]| u32::load(b, false));
+            for i in 0..nx {
+                for j in 0..ny {
+                    for k in 0..nz {
+                        assert_eq!(out[(i * ny + j) * nz + k] as usize, i + nx * (j + ny * k));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stored_values_decode_in_both_byte_orders() {
+        assert_eq!(i16::load(&[0x01, 0x80], false), -32767);
+        assert_eq!(i16::load(&[0x80, 0x01], true), -32767);
+        assert_eq!(f32::load(&1.5f32.to_be_bytes(), true), 1.5);
+        assert_eq!(u32::load(&7u32.to_le_bytes(), false), 7);
+    }
+}
