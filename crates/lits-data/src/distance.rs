@@ -12,7 +12,7 @@
 //! the distance to the nearest surface voxel of the other, and the metrics summarise the
 //! union of both directed sets.
 
-use ndarray::{Array3, ArrayView3, ArrayViewMut2, Axis};
+use ndarray::{Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 
 /// Squared Euclidean distance (mm²) from every voxel to the nearest `true` voxel of
@@ -25,27 +25,21 @@ use rayon::prelude::*;
 /// If a spacing is not finite and positive.
 pub fn edt_squared(feature: &ArrayView3<bool>, spacing: [f64; 3]) -> Array3<f64> {
     check_spacing(spacing);
-    let feature = feature.as_standard_layout();
-    let mut g = first_two_passes(feature.as_slice().expect("standard layout"), feature.dim(), spacing);
-    // Third pass along axis 0, one (axis 0, axis 2) plane per thread.
-    let planes: Vec<ArrayViewMut2<f64>> = g.axis_iter_mut(Axis(1)).collect();
-    let n0 = feature.dim().0;
-    planes.into_par_iter().for_each_init(
-        || Envelope::new(n0),
-        |env, mut plane| {
-            for k in 0..plane.dim().1 {
-                let mut col = plane.column_mut(k);
-                env.load(col.iter().copied(), spacing[0]);
-                if env.is_empty() {
-                    continue;
-                }
-                for (i, out) in col.iter_mut().enumerate() {
-                    *out = env.eval_next(i);
-                }
+    let dim = feature.dim();
+    let slabs = slab_transform(feature, spacing, |_, g, env| {
+        let n2 = dim.2;
+        for row in g.chunks_exact_mut(n2.max(1)) {
+            env.load(row.iter().copied(), spacing[2]);
+            if env.is_empty() {
+                continue;
             }
-        },
-    );
-    g
+            for (k, out) in row.iter_mut().enumerate() {
+                *out = env.eval_next(k);
+            }
+        }
+        g.to_vec()
+    });
+    Array3::from_shape_vec(dim, slabs.concat()).expect("one slab per index of axis 0")
 }
 
 /// Euclidean distance (mm) from every voxel to the nearest `true` voxel of `feature`;
@@ -100,22 +94,25 @@ impl BoundingBox {
 
 /// The smallest box holding every `true` voxel, or `None` for an empty mask.
 pub fn bounding_box(mask: &ArrayView3<bool>) -> Option<BoundingBox> {
-    let slabs: Vec<_> = mask.axis_iter(Axis(0)).collect();
-    let per_slab: Vec<Option<BoundingBox>> = slabs
-        .into_par_iter()
+    let mask = mask.as_standard_layout();
+    let (_, n1, n2) = mask.dim();
+    let m = mask.as_slice().expect("standard layout");
+    m.par_chunks((n1 * n2).max(1))
         .enumerate()
-        .map(|(i, slab)| {
+        .filter_map(|(i, slab)| {
             let mut bb: Option<BoundingBox> = None;
-            for (j, row) in slab.outer_iter().enumerate() {
-                if let (Some(first), Some(last)) = (row.iter().position(|&m| m), row.iter().rposition(|&m| m)) {
-                    let here = BoundingBox { lo: [i, j, first], hi: [i + 1, j + 1, last + 1] };
-                    bb = Some(bb.map_or(here, |b| b.union(&here)));
+            for (j, row) in slab.chunks_exact(n2.max(1)).enumerate() {
+                if !any(row) {
+                    continue;
                 }
+                let first = row.iter().position(|&v| v).expect("row has a voxel");
+                let last = row.iter().rposition(|&v| v).expect("row has a voxel");
+                let here = BoundingBox { lo: [i, j, first], hi: [i + 1, j + 1, last + 1] };
+                bb = Some(bb.map_or(here, |b| b.union(&here)));
             }
             bb
         })
-        .collect();
-    per_slab.into_iter().flatten().reduce(|a, b| a.union(&b))
+        .reduce_with(|a, b| a.union(&b))
 }
 
 /// Surface distances between two masks, in mm. See the module header for the
@@ -204,32 +201,31 @@ pub fn directed_surface_distances(
 /// The surface of `mask` inside `bb` (a crop of [`surface`]'s result).
 fn surface_in(mask: &ArrayView3<bool>, bb: &BoundingBox) -> Array3<bool> {
     let (n0, n1, n2) = mask.dim();
+    let mask = mask.as_standard_layout();
+    let m = mask.as_slice().expect("standard layout");
     let [d0, d1, d2] = bb.dim();
     let mut out = Array3::from_elem((d0, d1, d2), false);
-    let slabs: Vec<_> = out.axis_iter_mut(Axis(0)).collect();
-    slabs.into_par_iter().enumerate().for_each(|(ci, mut slab)| {
+    let at = |i: usize, j: usize, k: usize| m[(i * n1 + j) * n2 + k];
+    out.as_slice_mut().expect("fresh array").par_chunks_mut((d1 * d2).max(1)).enumerate().for_each(|(ci, slab)| {
         let i = bb.lo[0] + ci;
-        for cj in 0..d1 {
+        for (cj, row) in slab.chunks_exact_mut(d2.max(1)).enumerate() {
             let j = bb.lo[1] + cj;
-            for ck in 0..d2 {
+            for (ck, out) in row.iter_mut().enumerate() {
                 let k = bb.lo[2] + ck;
-                if !mask[[i, j, k]] {
-                    continue;
-                }
                 // A voxel whose 6 neighbours are all in the mask survives erosion.
-                let interior = i > 0
-                    && i + 1 < n0
-                    && j > 0
-                    && j + 1 < n1
-                    && k > 0
-                    && k + 1 < n2
-                    && mask[[i - 1, j, k]]
-                    && mask[[i + 1, j, k]]
-                    && mask[[i, j - 1, k]]
-                    && mask[[i, j + 1, k]]
-                    && mask[[i, j, k - 1]]
-                    && mask[[i, j, k + 1]];
-                slab[[cj, ck]] = !interior;
+                *out = at(i, j, k)
+                    && !(i > 0
+                        && i + 1 < n0
+                        && j > 0
+                        && j + 1 < n1
+                        && k > 0
+                        && k + 1 < n2
+                        && at(i - 1, j, k)
+                        && at(i + 1, j, k)
+                        && at(i, j - 1, k)
+                        && at(i, j + 1, k)
+                        && at(i, j, k - 1)
+                        && at(i, j, k + 1));
             }
         }
     });
@@ -239,100 +235,106 @@ fn surface_in(mask: &ArrayView3<bool>, bb: &BoundingBox) -> Array3<bool> {
 /// Distances (mm) from each `true` voxel of `query` to the nearest `true` voxel of
 /// `feature`. The last pass of the transform is evaluated at query voxels only.
 fn distances_at(query: &Array3<bool>, feature: &Array3<bool>, spacing: [f64; 3]) -> Vec<f64> {
-    let dim = feature.dim();
-    let g = first_two_passes(feature.as_slice().expect("standard layout"), dim, spacing);
-    let (n0, n1, n2) = dim;
-    let per_plane: Vec<Vec<f64>> = (0..n1)
-        .into_par_iter()
-        .map_init(
-            || (Envelope::new(n0), Vec::new()),
-            |(env, rows), j| {
-                let mut out = Vec::new();
-                for k in 0..n2 {
-                    rows.clear();
-                    rows.extend((0..n0).filter(|&i| query[[i, j, k]]));
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    env.load((0..n0).map(|i| g[[i, j, k]]), spacing[0]);
-                    for &i in rows.iter() {
-                        out.push(env.eval_next(i).sqrt());
-                    }
-                }
-                out
-            },
-        )
-        .collect();
-    per_plane.concat()
+    let (_, n1, n2) = feature.dim();
+    let query = query.as_slice().expect("standard layout");
+    let per_slab = slab_transform(&feature.view(), spacing, |i, g, env| {
+        let mut out = Vec::new();
+        for j in 0..n1 {
+            let q = &query[(i * n1 + j) * n2..(i * n1 + j + 1) * n2];
+            if !any(q) {
+                continue;
+            }
+            env.load(g[j * n2..(j + 1) * n2].iter().copied(), spacing[2]);
+            for (k, _) in q.iter().enumerate().filter(|(_, &q)| q) {
+                out.push(env.eval_next(k).sqrt());
+            }
+        }
+        out
+    });
+    per_slab.concat()
 }
 
-/// Passes along axes 2 and 1: squared distance to the nearest feature voxel within the
-/// same axis-0 slab. Each slab is independent, so slabs run in parallel.
-fn first_two_passes(feature: &[bool], dim: (usize, usize, usize), spacing: [f64; 3]) -> Array3<f64> {
-    let (n0, n1, n2) = dim;
-    let mut g = Array3::from_elem(dim, f64::INFINITY);
-    if n0 * n1 * n2 == 0 {
-        return g;
-    }
+/// `true` if any entry is; written without early exit so that it vectorises.
+fn any(mask: &[bool]) -> bool {
+    mask.iter().fold(false, |acc, &m| acc | m)
+}
+
+/// The separable transform of `feature`, slab by slab along axis 0.
+///
+/// Pass 1 (axis 0) stores, per voxel, the index distance to the nearest feature voxel of
+/// its axis-0 line. Then each slab `i` is handled on its own thread: pass 2 (axis 1) turns
+/// it into squared mm distances within the slab's plane of lines, and `finish(i, slab,
+/// envelope)` gets the slab (row-major `[axis 1, axis 2]`) to run pass 3 along axis 2 on
+/// the rows it needs. Rows of the slab are contiguous, so pass 3 reads memory in order.
+fn slab_transform<R: Send>(
+    feature: &ArrayView3<bool>,
+    spacing: [f64; 3],
+    finish: impl Fn(usize, &mut [f64], &mut Envelope) -> R + Sync,
+) -> Vec<R> {
+    let (n0, n1, n2) = feature.dim();
+    let along0 = axis0_distances(feature);
+    let along0 = along0.as_slice().expect("fresh array");
     let slab_len = n1 * n2;
-    g.as_slice_mut()
-        .expect("fresh array")
-        .par_chunks_mut(slab_len)
-        .zip(feature.par_chunks(slab_len))
-        .for_each_init(
-            || (Envelope::new(n1), Vec::with_capacity(n1)),
-            |(env, col), (gs, fs)| {
-                let mut any = false;
-                for j in 0..n1 {
-                    any |= line_distance(&fs[j * n2..(j + 1) * n2], spacing[2], &mut gs[j * n2..(j + 1) * n2]);
-                }
-                if !any {
-                    return;
+    (0..n0)
+        .into_par_iter()
+        .map_init(
+            || (Envelope::new(n1.max(n2)), vec![f64::INFINITY; slab_len], Vec::with_capacity(n1)),
+            |(env, g, col), i| {
+                for (out, &d) in g.iter_mut().zip(&along0[i * slab_len..(i + 1) * slab_len]) {
+                    *out = if d == NONE { f64::INFINITY } else { (d as f64 * spacing[0]).powi(2) };
                 }
                 for k in 0..n2 {
                     col.clear();
-                    col.extend((0..n1).map(|j| gs[j * n2 + k]));
+                    col.extend((0..n1).map(|j| g[j * n2 + k]));
                     env.load(col.iter().copied(), spacing[1]);
                     if env.is_empty() {
                         continue;
                     }
                     for j in 0..n1 {
-                        gs[j * n2 + k] = env.eval_next(j);
+                        g[j * n2 + k] = env.eval_next(j);
                     }
                 }
+                finish(i, g, env)
             },
-        );
-    g
+        )
+        .collect()
 }
 
-/// Squared distance along one line to the nearest `true` entry (two sweeps). Returns
-/// whether the line holds any `true`; if not, `out` is left untouched (infinite).
-fn line_distance(feature: &[bool], s: f64, out: &mut [f64]) -> bool {
-    let n = feature.len();
-    let mut last: Option<usize> = None;
-    for x in 0..n {
-        if feature[x] {
-            last = Some(x);
+/// No feature voxel on the line.
+const NONE: u32 = u32::MAX;
+
+/// Pass 1: index distance along axis 0 to the nearest feature voxel (or [`NONE`]), by a
+/// forward and a backward sweep over whole slabs, so memory is read in order. Blocks of
+/// axis-1 rows run on separate threads.
+fn axis0_distances(feature: &ArrayView3<bool>) -> Array3<u32> {
+    let (n0, n1, n2) = feature.dim();
+    let mut out = Array3::from_elem((n0, n1, n2), NONE);
+    let rows_per_task = (n1 / (4 * rayon::current_num_threads())).max(1);
+    let blocks: Vec<_> = out
+        .axis_chunks_iter_mut(Axis(1), rows_per_task)
+        .zip(feature.axis_chunks_iter(Axis(1), rows_per_task))
+        .collect();
+    blocks.into_par_iter().for_each(|(mut out, feature)| {
+        let mut run = ndarray::Array2::from_elem((out.dim().1, n2), NONE);
+        let step = |run: &mut u32, f: bool| {
+            *run = if f { 0 } else if *run == NONE { NONE } else { *run + 1 };
+            *run
+        };
+        for i in 0..n0 {
+            ndarray::Zip::from(out.index_axis_mut(Axis(0), i))
+                .and(feature.index_axis(Axis(0), i))
+                .and(&mut run)
+                .for_each(|o, &f, r| *o = step(r, f));
         }
-        if let Some(p) = last {
-            let d = (x - p) as f64 * s;
-            out[x] = d * d;
+        run.fill(NONE);
+        for i in (0..n0).rev() {
+            ndarray::Zip::from(out.index_axis_mut(Axis(0), i))
+                .and(feature.index_axis(Axis(0), i))
+                .and(&mut run)
+                .for_each(|o, &f, r| *o = (*o).min(step(r, f)));
         }
-    }
-    if last.is_none() {
-        return false;
-    }
-    let mut next: Option<usize> = None;
-    for x in (0..n).rev() {
-        if feature[x] {
-            next = Some(x);
-        }
-        if let Some(p) = next {
-            let d = (p - x) as f64 * s;
-            out[x] = out[x].min(d * d);
-        }
-    }
-    true
+    });
+    out
 }
 
 /// The lower envelope of the parabolas `f[q] + (s·(x − q))²` over the finite `f[q]` of
