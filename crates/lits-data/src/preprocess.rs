@@ -1,0 +1,779 @@
+//! Per-case preprocessing: what turns a scan (and its labels) into what the network eats.
+//!
+//! Two modes, chosen by [`PreprocessConfig`]:
+//!
+//! - [`PreprocessConfig::Spacing`]: reorient to RAS, crop ([`Crop`]), resample to a target
+//!   spacing (trilinear images, nearest or one-hot-linear labels; see [`crate::resample`]),
+//!   and normalise intensities ([`Intensity`]; applied when the data is loaded, with
+//!   statistics of the whole dataset, so one changed case does not invalidate the others).
+//! - [`PreprocessConfig::Mlfcore`]: the original mlf-core project's 128³ cubes, step by step
+//!   (see [`mlfcore_cube`]).
+//!
+//! Every prepared case carries a [`CaseRecord`] that takes a prediction on the prepared grid
+//! back to the source scan's grid.
+
+use ndarray::{s, Array3, Zip};
+use serde::{Deserialize, Serialize};
+
+use crate::crop::{self, BBox, Crop, CropRecord};
+use crate::intensity::Intensity;
+use crate::orient;
+use crate::resample::{self, Alignment, Grid, LabelInterp};
+use crate::{Error, Image, Labels, Result, Volume};
+
+/// How a dataset is preprocessed. Written as JSON with a `mode` field, e.g.
+/// `{"mode": "spacing", "target_spacing": [1.5, 1.5, 1.5]}` or `{"mode": "mlfcore"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PreprocessConfig {
+    /// Resample to a spacing, crop, normalise (nnU-Net style).
+    Spacing(SpacingConfig),
+    /// The original project's fixed 128³ cubes around the liver.
+    Mlfcore(MlfcoreConfig),
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        PreprocessConfig::Spacing(SpacingConfig::default())
+    }
+}
+
+/// Settings of [`PreprocessConfig::Spacing`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpacingConfig {
+    /// Reorient every case to RAS first (axes permuted and flipped, never interpolated), so
+    /// the spacing and patch axes mean the same thing for every case. Default true.
+    pub canonical: bool,
+    /// Voxel size in mm along the (reoriented) axes; `null` or absent: the median spacing of
+    /// the dataset, per axis, as nnU-Net chooses it.
+    pub target_spacing: Option<[f64; 3]>,
+    /// Where the resampled grid is anchored (default `origin`).
+    pub alignment: Alignment,
+    /// How labels are resampled (default `nearest`).
+    pub label_interp: LabelInterp,
+    /// Intensity normalisation (default nnU-Net's foreground z-score).
+    pub intensity: Intensity,
+    /// Cropping before resampling (default none).
+    pub crop: Crop,
+}
+
+impl Default for SpacingConfig {
+    fn default() -> Self {
+        SpacingConfig {
+            canonical: true,
+            target_spacing: None,
+            alignment: Alignment::default(),
+            label_interp: LabelInterp::default(),
+            intensity: Intensity::default(),
+            crop: Crop::default(),
+        }
+    }
+}
+
+/// Settings of [`PreprocessConfig::Mlfcore`]; the defaults are the original's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlfcoreConfig {
+    /// Slices along the third axis after padding or centre-cropping (original: 512).
+    pub slices: usize,
+    /// Edge of the cube cut after 2×2×2 pooling (original: 128).
+    pub cube: usize,
+}
+
+impl Default for MlfcoreConfig {
+    fn default() -> Self {
+        MlfcoreConfig {
+            slices: 512,
+            cube: 128,
+        }
+    }
+}
+
+impl PreprocessConfig {
+    /// Reads a config from JSON text; `origin` names the file in errors.
+    pub fn from_json(text: &str, origin: &std::path::Path) -> Result<Self> {
+        let cfg: PreprocessConfig = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(origin, format!("bad preprocessing config: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the numbers without any data.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            PreprocessConfig::Spacing(c) => {
+                if let Some(t) = c.target_spacing {
+                    if t.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                        return Err(Error::Config {
+                            field: "target_spacing".into(),
+                            msg: format!("{t:?} must be three positive numbers (mm)"),
+                        });
+                    }
+                }
+                c.intensity.validate()
+            }
+            PreprocessConfig::Mlfcore(c) => {
+                if c.slices == 0 || c.slices % 2 != 0 {
+                    return Err(Error::Config {
+                        field: "slices".into(),
+                        msg: format!(
+                            "{} must be a positive even number (it is pooled 2×2×2)",
+                            c.slices
+                        ),
+                    });
+                }
+                if c.cube == 0 {
+                    return Err(Error::Config {
+                        field: "cube".into(),
+                        msg: "must be positive".into(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the mode reorients cases to RAS before anything else.
+    pub fn canonical(&self) -> bool {
+        matches!(self, PreprocessConfig::Spacing(c) if c.canonical)
+    }
+
+    /// The intensity scheme (the original used none).
+    pub fn intensity(&self) -> Intensity {
+        match self {
+            PreprocessConfig::Spacing(c) => c.intensity.clone(),
+            PreprocessConfig::Mlfcore(_) => Intensity::None,
+        }
+    }
+
+    /// Whether the dataset's median spacing must be known before preparing a case.
+    pub fn needs_median_spacing(&self) -> bool {
+        matches!(
+            self,
+            PreprocessConfig::Spacing(SpacingConfig {
+                target_spacing: None,
+                ..
+            })
+        )
+    }
+
+    /// Prepares one case. `median_spacing` is the dataset's (on the axes the mode works on),
+    /// needed when [`PreprocessConfig::needs_median_spacing`]. Image and labels must share
+    /// a grid (the caller checks and reports that per case).
+    pub fn prepare(
+        &self,
+        image: &Image,
+        labels: Option<&Labels>,
+        median_spacing: Option<[f64; 3]>,
+    ) -> Result<Prepared> {
+        if let Some(l) = labels {
+            assert_eq!(
+                l.shape(),
+                image.shape(),
+                "image and labels must share a grid"
+            );
+        }
+        match self {
+            PreprocessConfig::Spacing(c) => {
+                let target = match (c.target_spacing, median_spacing) {
+                    (Some(t), _) | (None, Some(t)) => t,
+                    (None, None) => {
+                        return Err(Error::Config {
+                            field: "target_spacing".into(),
+                            msg: "not set, and the dataset's median spacing is not known".into(),
+                        })
+                    }
+                };
+                prepare_spacing(c, target, image, labels)
+            }
+            PreprocessConfig::Mlfcore(c) => Ok(mlfcore_cube(c, image, labels)),
+        }
+    }
+}
+
+/// A prepared case and how to map results back to its source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The image (intensities not yet normalised in spacing mode).
+    pub image: Image,
+    /// The labels, when the case has them.
+    pub labels: Option<Labels>,
+    /// How the prepared grid relates to the source grid.
+    pub record: CaseRecord,
+}
+
+/// How a prepared grid was made from the source grid, to bring predictions back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum CaseRecord {
+    /// Spacing mode: reorient (optional), crop, resample.
+    Spacing {
+        /// The scan's own grid.
+        source: Grid,
+        /// Whether the case was reoriented to RAS.
+        canonical: bool,
+        /// The crop, on the (reoriented) source grid.
+        crop: CropRecord,
+        /// The grid the cropped region was resampled onto.
+        prepared: Grid,
+    },
+    /// Mlfcore mode: slices padded or cropped, pooled, cube cut.
+    Mlfcore {
+        /// The scan's own grid.
+        source: Grid,
+        /// Slices added before the first source slice (negative: cropped away).
+        slice_offset: i64,
+        /// First pooled voxel of the cube per axis (may be negative: zero-filled).
+        cube_start: [i64; 3],
+        /// The cube's grid.
+        prepared: Grid,
+    },
+}
+
+impl CaseRecord {
+    /// The grid of the prepared case.
+    pub fn prepared(&self) -> &Grid {
+        match self {
+            CaseRecord::Spacing { prepared, .. } | CaseRecord::Mlfcore { prepared, .. } => prepared,
+        }
+    }
+
+    /// The scan's own grid.
+    pub fn source(&self) -> &Grid {
+        match self {
+            CaseRecord::Spacing { source, .. } | CaseRecord::Mlfcore { source, .. } => source,
+        }
+    }
+
+    /// A label map on the prepared grid (a prediction) brought back onto the source grid,
+    /// with the source's affine: resampled back (nearest), pasted into the crop, reoriented
+    /// back. In mlfcore mode each cube voxel fills its 2×2×2 block; outside the cube is 0.
+    pub fn restore_labels(&self, pred: &Labels) -> Result<Labels> {
+        if pred.shape() != self.prepared().shape {
+            return Err(Error::Config {
+                field: "prediction".into(),
+                msg: format!(
+                    "shape {:?} is not the prepared shape {:?}",
+                    pred.shape(),
+                    self.prepared().shape
+                ),
+            });
+        }
+        match self {
+            CaseRecord::Spacing {
+                source,
+                canonical,
+                crop: rec,
+                ..
+            } => {
+                let on_crop = resample::resample_labels(
+                    &Volume {
+                        data: pred.data.clone(),
+                        spacing: self.prepared().spacing,
+                        affine: self.prepared().affine,
+                    },
+                    &crop_grid(rec),
+                    LabelInterp::Nearest,
+                )?;
+                let full = crop::paste(&on_crop, rec, 0u8)?;
+                Ok(if *canonical {
+                    undo_canonical(&full, source)
+                } else {
+                    full
+                })
+            }
+            CaseRecord::Mlfcore {
+                source,
+                slice_offset,
+                cube_start,
+                ..
+            } => {
+                let mut data = Array3::<u8>::zeros(source.shape);
+                let n = source.shape;
+                for ((a, b, c), &v) in pred.data.indexed_iter() {
+                    if v == 0 {
+                        continue;
+                    }
+                    let p = [
+                        a as i64 + cube_start[0],
+                        b as i64 + cube_start[1],
+                        c as i64 + cube_start[2],
+                    ];
+                    for di in 0..2 {
+                        for dj in 0..2 {
+                            for dk in 0..2 {
+                                let q =
+                                    [2 * p[0] + di, 2 * p[1] + dj, 2 * p[2] + dk - slice_offset];
+                                if (0..3).all(|x| q[x] >= 0 && (q[x] as usize) < n[x]) {
+                                    data[[q[0] as usize, q[1] as usize, q[2] as usize]] = v;
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(Volume {
+                    data,
+                    spacing: source.spacing,
+                    affine: source.affine,
+                })
+            }
+        }
+    }
+}
+
+/// A volume on the RAS grid of `source` taken back to `source`'s own axes (the inverse of
+/// [`orient::to_canonical`], worked out from the source affine alone).
+fn undo_canonical<T: Clone>(v: &Volume<T>, source: &Grid) -> Volume<T> {
+    let ornt = orient::io_orientation(&source.affine);
+    let mut view = v.data.view();
+    for &(w, d) in &ornt {
+        if d < 0 {
+            view.invert_axis(ndarray::Axis(w));
+        }
+    }
+    // Source axis a is canonical axis ornt[a].0.
+    let view = view.permuted_axes(ornt.map(|(w, _)| w));
+    let data = view.as_standard_layout().into_owned();
+    assert_eq!(
+        data.shape(),
+        source.shape,
+        "prediction must lie on the reoriented source grid"
+    );
+    Volume {
+        data,
+        spacing: source.spacing,
+        affine: source.affine,
+    }
+}
+
+/// The grid of the cropped region of a crop record.
+fn crop_grid(rec: &CropRecord) -> Grid {
+    Grid {
+        shape: rec.bbox.shape(),
+        spacing: rec.source.spacing,
+        affine: crop::shift_origin(&rec.source.affine, rec.bbox.lo.map(|x| x as f64)),
+    }
+}
+
+/// Spacing mode on one case, given the resolved target spacing.
+pub fn prepare_spacing(
+    cfg: &SpacingConfig,
+    target: [f64; 3],
+    image: &Image,
+    labels: Option<&Labels>,
+) -> Result<Prepared> {
+    let source = Grid::of(image);
+    let (image, labels) = if cfg.canonical {
+        (
+            orient::to_canonical(image).0,
+            labels.map(|l| orient::to_canonical(l).0),
+        )
+    } else {
+        (image.clone(), labels.cloned())
+    };
+    let bbox = cfg.crop.bbox(&image, labels.as_ref())?;
+    let crop_rec = CropRecord {
+        bbox,
+        source: Grid::of(&image),
+    };
+    let full = bbox == BBox::full(image.shape());
+    let (image, labels) = if full {
+        (image, labels)
+    } else {
+        (
+            crop::crop(&image, &bbox),
+            labels.map(|l| crop::crop(&l, &bbox)),
+        )
+    };
+    let grid = Grid::of(&image).with_spacing(target, cfg.alignment)?;
+    let image = resample::resample_image(&image, &grid)?;
+    let labels = labels
+        .map(|l| resample::resample_labels(&l, &grid, cfg.label_interp))
+        .transpose()?;
+    Ok(Prepared {
+        image,
+        labels,
+        record: CaseRecord::Spacing {
+            source,
+            canonical: cfg.canonical,
+            crop: crop_rec,
+            prepared: grid,
+        },
+    })
+}
+
+/// The original project's cube, REFERENCE §3:
+///
+/// 1. the scan as read (f32, scaling applied), in the file's axis order (the original did not
+///    reorient);
+/// 2. along the third axis, pad to `slices` (image with its minimum, labels with 0; half the
+///    extra before, half after, the odd one after) or centre-crop to `slices` (the odd one
+///    cut from the end);
+/// 3. 2×2×2 mean pooling of both (an odd trailing voxel is dropped); labels: the mean
+///    rounded half to even, clipped to 0..2;
+/// 4. the centre of the liver's bounding box, `floor((first + last) / 2)` per axis over
+///    pooled labels ≥ 1, and the `cube`³ block `centre − cube/2 .. centre + cube/2`, zero
+///    where it leaves the volume.
+///
+/// Where the original misbehaves: when the block starts before index 0 its slicing wrapped
+/// around (a negative Python start) and it then zero-padded at the high end, shifting the
+/// liver off-centre; here the block stays centred on the liver and is zero-filled on
+/// whichever side it leaves the volume, exactly as the original does at the high end. A case
+/// without liver (or without labels) is centred on the middle of the pooled volume.
+pub fn mlfcore_cube(cfg: &MlfcoreConfig, image: &Image, labels: Option<&Labels>) -> Prepared {
+    let source = Grid::of(image);
+    let n = image.shape();
+    let min = image.data.iter().copied().fold(f32::INFINITY, f32::min);
+    // Step 2: padded index q of source slice k is k + offset.
+    let offset: i64 = if n[2] <= cfg.slices {
+        ((cfg.slices - n[2]) / 2) as i64
+    } else {
+        -(((n[2] - cfg.slices) / 2) as i64)
+    };
+    // Step 3 shape: pooled voxel p covers padded voxels 2p and 2p + 1.
+    let pooled = [n[0] / 2, n[1] / 2, cfg.slices / 2];
+    let source_slice = |q: usize| -> Option<usize> {
+        let k = q as i64 - offset;
+        (0..n[2] as i64).contains(&k).then_some(k as usize)
+    };
+    let img = Array3::from_shape_fn(pooled, |(i, j, k)| {
+        let mut sum = 0.0f64;
+        for q in [2 * k, 2 * k + 1] {
+            for (di, dj) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                sum += match source_slice(q) {
+                    Some(sk) => image.data[[2 * i + di, 2 * j + dj, sk]] as f64,
+                    None => min as f64,
+                };
+            }
+        }
+        (sum / 8.0) as f32
+    });
+    let lab = labels.map(|l| {
+        Array3::from_shape_fn(pooled, |(i, j, k)| {
+            let mut sum = 0u32;
+            for q in [2 * k, 2 * k + 1] {
+                if let Some(sk) = source_slice(q) {
+                    for (di, dj) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        sum += l.data[[2 * i + di, 2 * j + dj, sk]] as u32;
+                    }
+                }
+            }
+            (sum as f64 / 8.0).round_ties_even().clamp(0.0, 2.0) as u8
+        })
+    });
+    // Step 4.
+    let centre: [i64; 3] = match lab.as_ref().and_then(|l| BBox::of(l, |&v| v >= 1)) {
+        Some(b) => [0, 1, 2].map(|a| ((b.lo[a] + b.hi[a] - 1) / 2) as i64),
+        None => pooled.map(|p| (p / 2) as i64),
+    };
+    let half = (cfg.cube / 2) as i64;
+    let start = centre.map(|c| c - half);
+    let img = cut(&img, start, cfg.cube, 0.0);
+    let lab = lab.map(|l| cut(&l, start, cfg.cube, 0));
+
+    // Cube voxel o is padded-and-pooled voxel o + start, centred on source index
+    // 2 (o + start) + 0.5 (minus the slice offset along k).
+    let mut t = [[0.0; 4]; 4];
+    t[3][3] = 1.0;
+    for a in 0..3 {
+        t[a][a] = 2.0;
+        t[a][3] = 2.0 * start[a] as f64 + 0.5 - if a == 2 { offset as f64 } else { 0.0 };
+    }
+    let affine = mat_mul(&image.affine, &t);
+    let spacing = image.spacing.map(|s| 2.0 * s);
+    let prepared = Grid {
+        shape: [cfg.cube; 3],
+        spacing,
+        affine,
+    };
+    Prepared {
+        image: Volume {
+            data: img,
+            spacing,
+            affine,
+        },
+        labels: lab.map(|data| Volume {
+            data,
+            spacing,
+            affine,
+        }),
+        record: CaseRecord::Mlfcore {
+            source,
+            slice_offset: offset,
+            cube_start: start,
+            prepared,
+        },
+    }
+}
+
+/// The `edge`³ block of `a` starting at `start` (possibly outside), `fill` outside.
+fn cut<T: Copy + Send + Sync>(a: &Array3<T>, start: [i64; 3], edge: usize, fill: T) -> Array3<T> {
+    let mut out = Array3::from_elem((edge, edge, edge), fill);
+    let shape = a.shape();
+    // The overlap of [start, start + edge) with [0, n) per axis, in both index frames.
+    let mut src = [(0usize, 0usize); 3];
+    let mut dst = [(0usize, 0usize); 3];
+    for ax in 0..3 {
+        let lo = start[ax].max(0);
+        let hi = (start[ax] + edge as i64).min(shape[ax] as i64);
+        if lo >= hi {
+            return out;
+        }
+        src[ax] = (lo as usize, hi as usize);
+        dst[ax] = ((lo - start[ax]) as usize, (hi - start[ax]) as usize);
+    }
+    let from = a.slice(s![
+        src[0].0..src[0].1,
+        src[1].0..src[1].1,
+        src[2].0..src[2].1
+    ]);
+    let mut to = out.slice_mut(s![
+        dst[0].0..dst[0].1,
+        dst[1].0..dst[1].1,
+        dst[2].0..dst[2].1
+    ]);
+    Zip::from(&mut to).and(&from).for_each(|t, &f| *t = f);
+    out
+}
+
+fn mat_mul(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
+    let mut out = [[0.0; 4]; 4];
+    for r in 0..4 {
+        for c in 0..4 {
+            out[r][c] = (0..4).map(|k| a[r][k] * b[k][c]).sum();
+        }
+    }
+    out
+}
+
+/// The per-axis median of spacings (the mean of the two middle values for an even count).
+pub fn median_spacing(spacings: &[[f64; 3]]) -> Option<[f64; 3]> {
+    if spacings.is_empty() {
+        return None;
+    }
+    Some([0, 1, 2].map(|a| {
+        let mut v: Vec<f64> = spacings.iter().map(|s| s[a]).collect();
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    }))
+}
+
+/// The spacing a case has on the axes the mode works on (reoriented to RAS when the mode
+/// reorients), from its affine and spacing alone.
+pub fn working_spacing(
+    cfg: &PreprocessConfig,
+    spacing: [f64; 3],
+    affine: &[[f64; 4]; 4],
+) -> [f64; 3] {
+    if !cfg.canonical() {
+        return spacing;
+    }
+    let mut out = spacing;
+    for (a, (w, _)) in orient::io_orientation(affine).into_iter().enumerate() {
+        out[w] = spacing[a];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(shape: [usize; 3], liver: BBox) -> (Image, Labels) {
+        let img = Array3::from_shape_fn(shape, |(i, j, k)| (i * 100 + j * 10 + k) as f32 - 500.0);
+        let lab = Array3::from_shape_fn(shape, |(i, j, k)| {
+            let inside = (0..3).all(|a| [i, j, k][a] >= liver.lo[a] && [i, j, k][a] < liver.hi[a]);
+            u8::from(inside) + u8::from(inside && i == liver.lo[0])
+        });
+        (
+            Volume::with_spacing(img, [0.8, 0.8, 2.0]),
+            Volume::with_spacing(lab, [0.8, 0.8, 2.0]),
+        )
+    }
+
+    #[test]
+    fn configs_parse_with_defaults_and_reject_unknown_fields() {
+        let c: PreprocessConfig = serde_json::from_str(r#"{"mode": "mlfcore"}"#).unwrap();
+        assert_eq!(
+            c,
+            PreprocessConfig::Mlfcore(MlfcoreConfig {
+                slices: 512,
+                cube: 128
+            })
+        );
+        let c: PreprocessConfig = serde_json::from_str(
+            r#"{"mode": "spacing", "target_spacing": [1.5, 1.5, 2], "crop": {"kind": "liver"}}"#,
+        )
+        .unwrap();
+        let PreprocessConfig::Spacing(s) = c else {
+            panic!("spacing mode")
+        };
+        assert_eq!(s.target_spacing, Some([1.5, 1.5, 2.0]));
+        assert!(s.canonical);
+        assert_eq!(s.intensity, Intensity::default());
+        let p = std::path::Path::new("cfg.json");
+        for bad in [
+            r#"{"mode": "spacing", "target_spacing": [1, 1, 1], "spcing": 2}"#,
+            r#"{"mode": "mlfcore", "cube": 64, "pool": 2}"#,
+            r#"{"mode": "nnunet"}"#,
+            r#"{"mode": "spacing", "target_spacing": [1, 0, 1]}"#,
+            r#"{"mode": "mlfcore", "slices": 511}"#,
+        ] {
+            let err = PreprocessConfig::from_json(bad, p).unwrap_err().to_string();
+            assert!(
+                err.contains("cfg.json") || err.contains("config field"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn mlfcore_cube_is_centred_on_the_liver_and_keeps_world_positions() {
+        let cfg = MlfcoreConfig {
+            slices: 16,
+            cube: 8,
+        };
+        let (img, lab) = case(
+            [20, 18, 11],
+            BBox {
+                lo: [4, 6, 2],
+                hi: [12, 14, 9],
+            },
+        );
+        let p = mlfcore_cube(&cfg, &img, Some(&lab));
+        assert_eq!(p.image.shape(), [8, 8, 8]);
+        let CaseRecord::Mlfcore {
+            slice_offset,
+            cube_start,
+            ..
+        } = p.record.clone()
+        else {
+            panic!()
+        };
+        // 11 slices padded to 16: 2 before, 3 after.
+        assert_eq!(slice_offset, 2);
+        // Pooled liver: i 2..=5 → 3, j 3..=6 → 4, k (2+2)/2=2..=(8+2)/2=5 → 3; start = c − 4.
+        assert_eq!(cube_start, [-1, 0, -1]);
+        // Cube voxel (1, 0, 1) is pooled (0, 0, 0): source i 0..2, j 0..2, padded k 0..2 are
+        // both padding, so the mean is the image minimum.
+        assert_eq!(p.image.data[[1, 0, 1]], -500.0);
+        assert_eq!(p.image.data[[0, 0, 0]], 0.0);
+        // Cube voxel (2, 2, 2) = pooled (1, 2, 1) = source i 2..4, j 4..6, k {0, 1}.
+        let want = img.data.slice(s![2..4, 4..6, 0..2]).sum() / 8.0;
+        assert_eq!(p.image.data[[2, 2, 2]], want);
+        // World position of cube voxel (2, 2, 2) is the centre of that 2×2×2 block.
+        let w = |a: &[[f64; 4]; 4], x: [f64; 3]| {
+            [0, 1, 2].map(|r| (0..3).map(|c| a[r][c] * x[c]).sum::<f64>() + a[r][3])
+        };
+        let (a, b) = (
+            w(&p.image.affine, [2.0, 2.0, 2.0]),
+            w(&img.affine, [2.5, 4.5, 0.5]),
+        );
+        assert!(
+            (0..3).all(|r| (a[r] - b[r]).abs() < 1e-12),
+            "{a:?} vs {b:?}"
+        );
+        assert_eq!(p.image.spacing, [1.6, 1.6, 4.0]);
+    }
+
+    #[test]
+    fn mlfcore_labels_round_half_to_even() {
+        let cfg = MlfcoreConfig { slices: 2, cube: 2 };
+        let img = Volume::with_spacing(Array3::<f32>::zeros((4, 2, 2)), [1.0; 3]);
+        let mut lab = Array3::<u8>::zeros((4, 2, 2));
+        // First 2×2×2 block: four 1s, mean 0.5 → 0.
+        lab.slice_mut(s![0..2, .., 0]).fill(1);
+        // Second block: six 2s and two 0s, mean 1.5 → 2.
+        lab.slice_mut(s![2..4, .., ..]).fill(2);
+        lab[[3, 1, 1]] = 0;
+        lab[[2, 0, 0]] = 0;
+        let p = mlfcore_cube(&cfg, &img, Some(&Volume::with_spacing(lab, [1.0; 3])));
+        let CaseRecord::Mlfcore { cube_start, .. } = p.record else {
+            panic!()
+        };
+        // Pooled [0, 2] along i: the liver is pooled voxel (1, 0, 0), the cube starts one
+        // voxel before it on every axis.
+        assert_eq!(cube_start, [0, -1, -1]);
+        let cube = p.labels.unwrap().data;
+        assert_eq!(cube[[0, 1, 1]], 0);
+        assert_eq!(cube[[1, 1, 1]], 2);
+        assert_eq!(cube.iter().map(|&v| v as u32).sum::<u32>(), 2);
+    }
+
+    #[test]
+    fn mlfcore_restore_puts_the_cube_back_in_place() {
+        let cfg = MlfcoreConfig { slices: 8, cube: 4 };
+        let (img, lab) = case(
+            [12, 10, 13],
+            BBox {
+                lo: [2, 2, 3],
+                hi: [8, 8, 9],
+            },
+        );
+        let p = mlfcore_cube(&cfg, &img, Some(&lab));
+        let back = p.record.restore_labels(p.labels.as_ref().unwrap()).unwrap();
+        assert_eq!(back.shape(), img.shape());
+        assert_eq!(back.affine, img.affine);
+        // Slices 13 → 8: crop 2 from the start. A source voxel whose 2×2×2 block is all
+        // liver and inside the cube comes back as liver.
+        assert_eq!(back.data[[4, 4, 5]], 1);
+        assert_eq!(back.data[[0, 0, 0]], 0);
+    }
+
+    #[test]
+    fn spacing_mode_reorients_crops_resamples_and_restores() {
+        let (mut img, lab) = case(
+            [16, 12, 6],
+            BBox {
+                lo: [4, 4, 1],
+                hi: [12, 8, 5],
+            },
+        );
+        // An LPS-like affine: i runs to the left, j to the posterior.
+        img.affine[0][0] = -0.8;
+        img.affine[1][1] = -0.8;
+        let lab = img.map_data(lab.data.clone());
+        let cfg = SpacingConfig {
+            target_spacing: Some([1.6, 1.6, 2.0]),
+            crop: Crop::Liver {
+                margin_mm: [0.0; 3],
+            },
+            ..SpacingConfig::default()
+        };
+        let cfg = PreprocessConfig::Spacing(cfg);
+        let p = cfg.prepare(&img, Some(&lab), None).unwrap();
+        assert_eq!(p.image.shape(), [4, 2, 4]);
+        assert_eq!(p.image.spacing, [1.6, 1.6, 2.0]);
+        // RAS: first axis grows to the right.
+        assert!(p.image.affine[0][0] > 0.0 && p.image.affine[1][1] > 0.0);
+        let back = p.record.restore_labels(p.labels.as_ref().unwrap()).unwrap();
+        assert_eq!((back.shape(), back.affine), (img.shape(), img.affine));
+        // Inside the crop the label survives the 2× down and back; outside it is 0.
+        assert_eq!(back.data[[6, 6, 2]], 1);
+        assert_eq!(back.data[[0, 0, 0]], 0);
+        assert_eq!(
+            working_spacing(&cfg, [0.7, 0.8, 2.0], &img.affine),
+            [0.7, 0.8, 2.0]
+        );
+    }
+
+    #[test]
+    fn median_spacing_per_axis() {
+        let m = median_spacing(&[
+            [0.7, 0.7, 5.0],
+            [0.9, 0.8, 1.0],
+            [0.8, 0.6, 2.5],
+            [1.0, 1.0, 0.7],
+        ])
+        .unwrap();
+        let want = [0.85, 0.75, 1.75];
+        assert!((0..3).all(|a| (m[a] - want[a]).abs() < 1e-12), "{m:?}");
+        assert_eq!(median_spacing(&[]), None);
+    }
+}
