@@ -480,7 +480,7 @@ pub fn mlfcore_cube(cfg: &MlfcoreConfig, image: &Image, labels: Option<&Labels>)
         t[a][a] = 2.0;
         t[a][3] = 2.0 * start[a] as f64 + 0.5 - if a == 2 { offset as f64 } else { 0.0 };
     }
-    let affine = mat_mul(&image.affine, &t);
+    let affine = resample::mat_mul(&image.affine, &t);
     let spacing = image.spacing.map(|s| 2.0 * s);
     let prepared = Grid {
         shape: [cfg.cube; 3],
@@ -534,16 +534,6 @@ fn cut<T: Copy + Send + Sync>(a: &Array3<T>, start: [i64; 3], edge: usize, fill:
         dst[2].0..dst[2].1
     ]);
     Zip::from(&mut to).and(&from).for_each(|t, &f| *t = f);
-    out
-}
-
-fn mat_mul(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
-    let mut out = [[0.0; 4]; 4];
-    for r in 0..4 {
-        for c in 0..4 {
-            out[r][c] = (0..4).map(|k| a[r][k] * b[k][c]).sum();
-        }
-    }
     out
 }
 

@@ -155,7 +155,8 @@ fn axis_maps(src: &Grid, dst: &Grid) -> Result<[AxisMap; 3]> {
     Ok(maps)
 }
 
-fn mat_mul(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
+/// The product of two 4×4 affines.
+pub(crate) fn mat_mul(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
     let mut out = [[0.0; 4]; 4];
     for r in 0..4 {
         for c in 0..4 {
