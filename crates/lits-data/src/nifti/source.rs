@@ -48,29 +48,19 @@ pub(crate) fn load(path: &Path, data: bool, out_bytes_per_voxel: u64) -> Result<
     let mut first = Vec::with_capacity(HEAD_BYTES);
     (&mut file).take(HEAD_BYTES as u64).read_to_end(&mut first).map_err(|e| Error::io(path, e))?;
     if is_gzip(&first) {
-        let mut comp = first;
-        file.read_to_end(&mut comp).map_err(|e| Error::io(path, e))?;
-        let head = gunzip_prefix(path, &comp)?;
-        let header = Header::parse(path, &head)?;
-        let need = header.vox_offset as u64 + header.data_bytes();
-        let most = comp.len() as u64 * MAX_DEFLATE_RATIO;
-        if need > most {
-            return Err(Error::invalid(
-                path,
-                format!(
-                    "header promises {} of data (shape {:?}, {}) but {} of gzip data cannot hold more than {}",
-                    human(need),
-                    header.shape,
-                    header.datatype.name(),
-                    human(comp.len() as u64),
-                    human(most)
-                ),
-            ));
-        }
-        check_memory(path, &header, need + comp.len() as u64, out_bytes_per_voxel)?;
         if !data {
+            // Only the header: decompress no more than its bytes.
+            let head = gunzip_prefix(path, std::io::Cursor::new(first).chain(file))?;
+            let header = Header::parse(path, &head)?;
+            check_gzip_capacity(path, &header, meta.len())?;
             return Ok(Loaded { header, buf: Vec::new(), start: 0 });
         }
+        let mut comp = first;
+        file.read_to_end(&mut comp).map_err(|e| Error::io(path, e))?;
+        let head = gunzip_prefix(path, &comp[..])?;
+        let header = Header::parse(path, &head)?;
+        let need = check_gzip_capacity(path, &header, comp.len() as u64)?;
+        check_memory(path, &header, need + comp.len() as u64, out_bytes_per_voxel)?;
         let buf = gunzip(path, &comp, need)?;
         Ok(Loaded { start: header.vox_offset, header, buf })
     } else {
@@ -80,18 +70,19 @@ pub(crate) fn load(path: &Path, data: bool, out_bytes_per_voxel: u64) -> Result<
             return Err(Error::invalid(
                 path,
                 format!(
-                    "data shorter than the header says: shape {:?} of {} needs {need} bytes from offset {}, the file has {}",
+                    "data shorter than the header says: shape {:?} of {} needs {} bytes after offset {} ({need} in all), the file has {}",
                     header.shape,
                     header.datatype.name(),
+                    header.data_bytes(),
                     header.vox_offset,
                     meta.len()
                 ),
             ));
         }
-        check_memory(path, &header, header.data_bytes(), out_bytes_per_voxel)?;
         if !data {
             return Ok(Loaded { header, buf: Vec::new(), start: 0 });
         }
+        check_memory(path, &header, header.data_bytes(), out_bytes_per_voxel)?;
         let n = header.data_bytes() as usize;
         let mut buf = vec![0u8; n];
         file.seek(SeekFrom::Start(header.vox_offset as u64)).map_err(|e| Error::io(path, e))?;
@@ -100,8 +91,29 @@ pub(crate) fn load(path: &Path, data: bool, out_bytes_per_voxel: u64) -> Result<
     }
 }
 
+/// Bytes the header needs from the decompressed stream, refused when a gzip file of
+/// `comp_len` bytes cannot possibly hold them.
+fn check_gzip_capacity(path: &Path, header: &Header, comp_len: u64) -> Result<u64> {
+    let need = header.vox_offset as u64 + header.data_bytes();
+    let most = comp_len.saturating_mul(MAX_DEFLATE_RATIO);
+    if need > most {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "header promises {} of data (shape {:?}, {}) but {} of gzip data cannot hold more than {}",
+                human(need),
+                header.shape,
+                header.datatype.name(),
+                human(comp_len),
+                human(most)
+            ),
+        ));
+    }
+    Ok(need)
+}
+
 /// The first bytes of the decompressed stream, enough for a header.
-fn gunzip_prefix(path: &Path, comp: &[u8]) -> Result<Vec<u8>> {
+fn gunzip_prefix(path: &Path, comp: impl Read) -> Result<Vec<u8>> {
     let mut head = Vec::with_capacity(HEAD_BYTES);
     flate2::read::MultiGzDecoder::new(comp)
         .take(HEAD_BYTES as u64)
