@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod error;
 pub mod nifti;
 pub mod orient;
+pub mod patch;
 pub mod preprocess;
 pub mod intensity;
 pub mod resample;

@@ -1,0 +1,707 @@
+//! Random training patches, augmentation, batches, and a loader that runs ahead.
+//!
+//! A share of the patches (nnU-Net: one third; Isensee et al. 2021) is centred on a
+//! foreground voxel: a class present in the case (liver or tumor) is chosen uniformly, then
+//! one of its voxels, so small tumors are seen as often as the liver. The rest lie anywhere
+//! in the volume. A patch that leaves the volume (or is larger than it) is padded with the
+//! case's minimum intensity and label 0.
+//!
+//! Every sample is drawn from its own random stream, derived from `(seed, epoch, index of
+//! the sample in the epoch)`, so a batch depends on nothing but those numbers: the same seed
+//! gives the same batches whatever the number of loader threads or the order they run in.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use ndarray::{s, Array3, ArrayView3, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::rng::SeededRng;
+use crate::{Error, Image, Labels, Result};
+
+/// Foreground voxels kept per class and case to centre patches on (evenly strided).
+const FOREGROUND_PER_CLASS: usize = 10_000;
+
+/// How patches are cut and augmented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatchConfig {
+    /// Patch shape `[D, H, W]` along the volume's axes `[i, j, k]`.
+    pub patch: [usize; 3],
+    /// Patches per batch.
+    pub batch_size: usize,
+    /// Share of patches centred on a liver or tumor voxel, 0..1 (nnU-Net: 1/3).
+    pub foreground_fraction: f64,
+    /// Augmentation.
+    pub augment: Augment,
+}
+
+impl Default for PatchConfig {
+    fn default() -> Self {
+        PatchConfig {
+            patch: [64, 64, 64],
+            batch_size: 2,
+            foreground_fraction: 1.0 / 3.0,
+            augment: Augment::default(),
+        }
+    }
+}
+
+/// Random augmentation of each patch; intensity changes apply to normalised values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Probability of mirroring each of the three axes (0 turns it off).
+    pub flip_probability: f64,
+    /// Rotate by a random multiple of 90° in the plane of the first two axes (needs a patch
+    /// that is square in that plane).
+    pub rotate90: bool,
+    /// Multiply intensities by a factor drawn from `1 ± scale`.
+    pub scale: f32,
+    /// Add an offset drawn from `± shift`.
+    pub shift: f32,
+    /// Probability of adding Gaussian noise to a patch.
+    pub noise_probability: f64,
+    /// The noise's standard deviation is drawn from `0 .. noise_std`.
+    pub noise_std: f32,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment {
+            flip_probability: 0.5,
+            rotate90: true,
+            scale: 0.1,
+            shift: 0.1,
+            noise_probability: 0.15,
+            noise_std: 0.1,
+        }
+    }
+}
+
+impl Augment {
+    /// No augmentation at all.
+    pub fn none() -> Self {
+        Augment {
+            flip_probability: 0.0,
+            rotate90: false,
+            scale: 0.0,
+            shift: 0.0,
+            noise_probability: 0.0,
+            noise_std: 0.0,
+        }
+    }
+}
+
+impl PatchConfig {
+    /// Checks the config against the shapes of the cases it will sample from, before
+    /// training starts. Patches larger than a case are allowed (they are padded); what
+    /// cannot work is an error naming the field.
+    pub fn validate(&self, shapes: &[[usize; 3]]) -> Result<()> {
+        let bad = |field: &str, msg: String| {
+            Err(Error::Config {
+                field: field.into(),
+                msg,
+            })
+        };
+        if self.patch.contains(&0) {
+            return bad("patch", format!("{:?} has an empty axis", self.patch));
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.foreground_fraction) {
+            return bad(
+                "foreground_fraction",
+                format!("{} is not in 0..1", self.foreground_fraction),
+            );
+        }
+        let a = &self.augment;
+        for (field, p) in [
+            ("augment.flip_probability", a.flip_probability),
+            ("augment.noise_probability", a.noise_probability),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(field, format!("{p} is not a probability"));
+            }
+        }
+        for (field, v) in [
+            ("augment.scale", a.scale),
+            ("augment.shift", a.shift),
+            ("augment.noise_std", a.noise_std),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(field, format!("{v} must be a non-negative number"));
+            }
+        }
+        if a.scale >= 1.0 {
+            return bad(
+                "augment.scale",
+                format!("{} would allow a zero or negative factor", a.scale),
+            );
+        }
+        if a.rotate90 && self.patch[0] != self.patch[1] {
+            return bad(
+                "augment.rotate90",
+                format!(
+                    "in-plane rotation needs a square patch in its first two axes, got {:?}",
+                    self.patch
+                ),
+            );
+        }
+        if shapes.is_empty() {
+            return bad("cases", "there are no cases to sample patches from".into());
+        }
+        if let Some(s) = shapes.iter().find(|s| s.contains(&0)) {
+            return bad("cases", format!("a case has an empty axis: {s:?}"));
+        }
+        Ok(())
+    }
+
+    /// Voxels of padding a patch needs per axis on the smallest case (0 where every case is
+    /// large enough); for a trainer to report.
+    pub fn padding_needed(&self, shapes: &[[usize; 3]]) -> [usize; 3] {
+        [0, 1, 2].map(|a| {
+            shapes
+                .iter()
+                .map(|s| self.patch[a].saturating_sub(s[a]))
+                .max()
+                .unwrap_or(0)
+        })
+    }
+}
+
+/// A batch of patches, in the layout the network takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Images, shape `[B, 1, D, H, W]`, row-major.
+    pub image: Vec<f32>,
+    /// Labels, shape `[B, D, H, W]`, row-major.
+    pub label: Vec<u8>,
+    /// `B`.
+    pub batch_size: usize,
+    /// `[D, H, W]`.
+    pub patch: [usize; 3],
+}
+
+/// A case ready for sampling: its data and where its foreground is.
+#[derive(Debug)]
+struct SampleCase {
+    data: Arc<(Image, Labels)>,
+    min: f32,
+    /// Per foreground class (1, 2): up to [`FOREGROUND_PER_CLASS`] voxel indices.
+    foreground: Vec<Vec<[u32; 3]>>,
+}
+
+/// Draws patches and batches from a set of cases.
+#[derive(Debug)]
+pub struct PatchSampler {
+    cases: Vec<SampleCase>,
+    cfg: PatchConfig,
+    seed: u64,
+}
+
+impl PatchSampler {
+    /// A sampler over `cases` (normalised image and labels on one grid) with `seed`.
+    pub fn new(cases: Vec<Arc<(Image, Labels)>>, cfg: PatchConfig, seed: u64) -> Result<Self> {
+        let shapes: Vec<[usize; 3]> = cases.iter().map(|c| c.0.shape()).collect();
+        cfg.validate(&shapes)?;
+        if let Some(i) = cases.iter().position(|c| c.0.shape() != c.1.shape()) {
+            return Err(Error::Config {
+                field: "cases".into(),
+                msg: format!(
+                    "case {i}: image {:?} and labels {:?} differ in shape",
+                    cases[i].0.shape(),
+                    cases[i].1.shape()
+                ),
+            });
+        }
+        let cases = cases
+            .into_iter()
+            .map(|data| {
+                let min = data.0.data.iter().copied().fold(f32::INFINITY, f32::min);
+                let foreground = [1u8, 2]
+                    .iter()
+                    .map(|&c| foreground_voxels(&data.1.data, c))
+                    .collect();
+                SampleCase {
+                    data,
+                    min,
+                    foreground,
+                }
+            })
+            .collect();
+        Ok(PatchSampler { cases, cfg, seed })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PatchConfig {
+        &self.cfg
+    }
+
+    /// Batch `step` of `epoch`: samples `step · B .. (step + 1) · B` of the epoch.
+    pub fn batch(&self, epoch: u64, step: u64) -> Batch {
+        let b = self.cfg.batch_size;
+        let p = self.cfg.patch;
+        let n: usize = p.iter().product();
+        let mut batch = Batch {
+            image: vec![0.0; b * n],
+            label: vec![0; b * n],
+            batch_size: b,
+            patch: p,
+        };
+        for (i, (img, lab)) in batch
+            .image
+            .chunks_exact_mut(n)
+            .zip(batch.label.chunks_exact_mut(n))
+            .enumerate()
+        {
+            self.sample_into(epoch, step * b as u64 + i as u64, img, lab);
+        }
+        batch
+    }
+
+    /// Whether sample `index` of an epoch is centred on foreground: exactly
+    /// `foreground_fraction` of every run of samples, spread evenly.
+    fn forced_foreground(&self, index: u64) -> bool {
+        let f = self.cfg.foreground_fraction;
+        ((index + 1) as f64 * f).floor() > (index as f64 * f).floor()
+    }
+
+    /// Draws sample `index` of `epoch` into the given patch buffers.
+    fn sample_into(&self, epoch: u64, index: u64, img_out: &mut [f32], lab_out: &mut [u8]) {
+        // One stream per (epoch, sample); the seed picks the generator.
+        let mut rng = SeededRng::new(self.seed, (epoch << 32) ^ index);
+        let case = &self.cases[rng.below(self.cases.len() as u64) as usize];
+        let (img, lab) = (&case.data.0, &case.data.1);
+        let shape = img.shape();
+        let p = self.cfg.patch;
+        let present: Vec<&Vec<[u32; 3]>> =
+            case.foreground.iter().filter(|v| !v.is_empty()).collect();
+        let start: [i64; 3] = if self.forced_foreground(index) && !present.is_empty() {
+            let class = present[rng.below(present.len() as u64) as usize];
+            let v = class[rng.below(class.len() as u64) as usize];
+            [0, 1, 2].map(|a| {
+                let (lo, hi) = start_range(shape[a], p[a]);
+                (v[a] as i64 - (p[a] / 2) as i64).clamp(lo, hi)
+            })
+        } else {
+            [0, 1, 2].map(|a| {
+                let (lo, hi) = start_range(shape[a], p[a]);
+                lo + rng.below((hi - lo + 1) as u64) as i64
+            })
+        };
+        let mut pi = extract(img.data.view(), start, p, case.min);
+        let mut pl = extract(lab.data.view(), start, p, 0u8);
+
+        let a = &self.cfg.augment;
+        for axis in 0..3 {
+            if a.flip_probability > 0.0 && rng.chance(a.flip_probability) {
+                pi.invert_axis(Axis(axis));
+                pl.invert_axis(Axis(axis));
+            }
+        }
+        if a.rotate90 {
+            // k quarter turns in the (0, 1) plane: transpose then flip, k times.
+            for _ in 0..rng.below(4) {
+                pi.swap_axes(0, 1);
+                pi.invert_axis(Axis(0));
+                pl.swap_axes(0, 1);
+                pl.invert_axis(Axis(0));
+            }
+        }
+        for (o, v) in img_out.iter_mut().zip(pi.iter()) {
+            *o = *v;
+        }
+        for (o, v) in lab_out.iter_mut().zip(pl.iter()) {
+            *o = *v;
+        }
+        let factor = if a.scale > 0.0 {
+            rng.uniform(1.0 - a.scale as f64, 1.0 + a.scale as f64) as f32
+        } else {
+            1.0
+        };
+        let offset = if a.shift > 0.0 {
+            rng.uniform(-a.shift as f64, a.shift as f64) as f32
+        } else {
+            0.0
+        };
+        if factor != 1.0 || offset != 0.0 {
+            img_out.iter_mut().for_each(|v| *v = *v * factor + offset);
+        }
+        if a.noise_probability > 0.0 && a.noise_std > 0.0 && rng.chance(a.noise_probability) {
+            let sigma = rng.uniform(0.0, a.noise_std as f64);
+            add_noise(&mut rng, img_out, sigma);
+        }
+    }
+}
+
+/// Allowed patch starts along an axis of length `n` for a patch of length `p`: inside the
+/// volume when it fits, else anywhere that covers the whole volume.
+fn start_range(n: usize, p: usize) -> (i64, i64) {
+    let d = n as i64 - p as i64;
+    (d.min(0), d.max(0))
+}
+
+/// Up to [`FOREGROUND_PER_CLASS`] voxels labelled `class`, evenly strided in index order.
+fn foreground_voxels(labels: &Array3<u8>, class: u8) -> Vec<[u32; 3]> {
+    let count = labels.iter().filter(|&&l| l == class).count();
+    let stride = count.div_ceil(FOREGROUND_PER_CLASS).max(1);
+    labels
+        .indexed_iter()
+        .filter(|(_, &l)| l == class)
+        .step_by(stride)
+        .map(|((i, j, k), _)| [i as u32, j as u32, k as u32])
+        .collect()
+}
+
+/// The `p`-shaped block of `a` starting at `start` (possibly outside), `fill` outside.
+fn extract<T: Copy>(a: ArrayView3<'_, T>, start: [i64; 3], p: [usize; 3], fill: T) -> Array3<T> {
+    let shape = a.shape();
+    let mut out = Array3::from_elem(p, fill);
+    let mut src = [(0usize, 0usize); 3];
+    let mut dst = [(0usize, 0usize); 3];
+    for ax in 0..3 {
+        let lo = start[ax].max(0);
+        let hi = (start[ax] + p[ax] as i64).min(shape[ax] as i64);
+        if lo >= hi {
+            return out;
+        }
+        src[ax] = (lo as usize, hi as usize);
+        dst[ax] = ((lo - start[ax]) as usize, (hi - start[ax]) as usize);
+    }
+    out.slice_mut(s![
+        dst[0].0..dst[0].1,
+        dst[1].0..dst[1].1,
+        dst[2].0..dst[2].1
+    ])
+    .assign(&a.slice(s![
+        src[0].0..src[0].1,
+        src[1].0..src[1].1,
+        src[2].0..src[2].1
+    ]));
+    out
+}
+
+/// Adds N(0, sigma²) noise; Box-Muller, both values of each pair used.
+fn add_noise(rng: &mut SeededRng, values: &mut [f32], sigma: f64) {
+    for pair in values.chunks_mut(2) {
+        let r = (-2.0 * (1.0 - rng.unit()).ln()).sqrt() * sigma;
+        let t = std::f64::consts::TAU * rng.unit();
+        pair[0] += (r * t.cos()) as f32;
+        if let Some(v) = pair.get_mut(1) {
+            *v += (r * t.sin()) as f32;
+        }
+    }
+}
+
+/// Shared state of a [`Prefetcher`]'s workers.
+#[derive(Debug)]
+struct Gate {
+    /// (next step to hand out, steps the consumer has taken).
+    progress: Mutex<(u64, u64)>,
+    moved: Condvar,
+    stop: AtomicBool,
+}
+
+/// Batches of one epoch computed ahead on worker threads, handed out in step order.
+///
+/// At most `depth` batches are computed ahead of the consumer; a worker waits rather than
+/// run further ahead, so memory stays bounded. Dropping the prefetcher stops the workers.
+#[derive(Debug)]
+pub struct Prefetcher {
+    gate: Arc<Gate>,
+    rx: mpsc::Receiver<(u64, Batch)>,
+    ready: BTreeMap<u64, Batch>,
+    next: u64,
+    steps: u64,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    /// Starts `workers` threads computing batches `0..steps` of `epoch`, at most `depth`
+    /// ahead of what has been taken.
+    pub fn new(
+        sampler: Arc<PatchSampler>,
+        epoch: u64,
+        steps: u64,
+        workers: usize,
+        depth: usize,
+    ) -> Self {
+        let gate = Arc::new(Gate {
+            progress: Mutex::new((0, 0)),
+            moved: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let depth = depth.max(1) as u64;
+        let handles = (0..workers.max(1))
+            .map(|w| {
+                let (gate, tx, sampler) = (gate.clone(), tx.clone(), sampler.clone());
+                std::thread::Builder::new()
+                    .name(format!("lits-loader-{w}"))
+                    .spawn(move || loop {
+                        let step = {
+                            let mut g = gate.progress.lock().expect("loader lock");
+                            while !gate.stop.load(Ordering::Relaxed)
+                                && g.0 < steps
+                                && g.0 >= g.1 + depth
+                            {
+                                g = gate.moved.wait(g).expect("loader lock");
+                            }
+                            if gate.stop.load(Ordering::Relaxed) || g.0 >= steps {
+                                return;
+                            }
+                            g.0 += 1;
+                            g.0 - 1
+                        };
+                        if tx.send((step, sampler.batch(epoch, step))).is_err() {
+                            return;
+                        }
+                    })
+                    .expect("spawn a loader thread")
+            })
+            .collect();
+        Prefetcher {
+            gate,
+            rx,
+            ready: BTreeMap::new(),
+            next: 0,
+            steps,
+            workers: handles,
+        }
+    }
+}
+
+impl Iterator for Prefetcher {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        if self.next >= self.steps {
+            return None;
+        }
+        let batch = loop {
+            if let Some(b) = self.ready.remove(&self.next) {
+                break b;
+            }
+            let (step, b) = self
+                .rx
+                .recv()
+                .expect("loader threads run until every step is sent");
+            self.ready.insert(step, b);
+        };
+        self.next += 1;
+        let mut g = self.gate.progress.lock().expect("loader lock");
+        g.1 = self.next;
+        self.gate.moved.notify_all();
+        Some(batch)
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.gate.stop.store(true, Ordering::Relaxed);
+        {
+            let _g = self.gate.progress.lock();
+            self.gate.moved.notify_all();
+        }
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Volume;
+
+    /// A case whose voxel values encode their index, with a small liver and a tumor.
+    fn case(shape: [usize; 3]) -> Arc<(Image, Labels)> {
+        let img = Array3::from_shape_fn(shape, |(i, j, k)| (i * 10000 + j * 100 + k) as f32);
+        let lab = Array3::from_shape_fn(shape, |(i, j, k)| {
+            if (2..5).contains(&i) && (3..6).contains(&j) && (1..4).contains(&k) {
+                if i == 3 && j == 4 && k == 2 {
+                    2
+                } else {
+                    1
+                }
+            } else {
+                0
+            }
+        });
+        Arc::new((
+            Volume::with_spacing(img, [1.0; 3]),
+            Volume::with_spacing(lab, [1.0; 3]),
+        ))
+    }
+
+    fn cfg(patch: [usize; 3], augment: Augment) -> PatchConfig {
+        PatchConfig {
+            patch,
+            batch_size: 3,
+            foreground_fraction: 1.0 / 3.0,
+            augment,
+        }
+    }
+
+    #[test]
+    fn same_seed_same_batches_other_seed_other_batches() {
+        let cases = vec![case([20, 20, 12]), case([16, 24, 10])];
+        let a = PatchSampler::new(cases.clone(), cfg([8, 8, 4], Augment::default()), 7).unwrap();
+        let b = PatchSampler::new(cases.clone(), cfg([8, 8, 4], Augment::default()), 7).unwrap();
+        let c = PatchSampler::new(cases, cfg([8, 8, 4], Augment::default()), 8).unwrap();
+        assert_eq!(a.batch(3, 5), b.batch(3, 5));
+        assert_ne!(a.batch(3, 5), c.batch(3, 5));
+        assert_ne!(a.batch(3, 5), a.batch(4, 5));
+        let batch = a.batch(0, 0);
+        assert_eq!(batch.image.len(), 3 * 8 * 8 * 4);
+        assert_eq!(batch.label.len(), 3 * 8 * 8 * 4);
+    }
+
+    #[test]
+    fn unaugmented_patches_are_exact_crops_with_matching_labels() {
+        let cases = vec![case([20, 20, 12])];
+        let s = PatchSampler::new(cases.clone(), cfg([6, 5, 4], Augment::none()), 1).unwrap();
+        for step in 0..10 {
+            let b = s.batch(0, step);
+            for n in 0..3 {
+                let img = &b.image[n * 120..(n + 1) * 120];
+                let lab = &b.label[n * 120..(n + 1) * 120];
+                // Values encode indices: recover the start and check every voxel.
+                let v0 = img[0] as usize;
+                let (i0, j0, k0) = (v0 / 10000, v0 / 100 % 100, v0 % 100);
+                for (t, (&v, &l)) in img.iter().zip(lab).enumerate() {
+                    let (i, j, k) = (i0 + t / 20, j0 + t / 4 % 5, k0 + t % 4);
+                    assert_eq!(v, (i * 10000 + j * 100 + k) as f32);
+                    assert_eq!(l, cases[0].1.data[[i, j, k]]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_third_of_patches_are_centred_on_foreground() {
+        let cases = vec![case([40, 40, 30])];
+        let s = PatchSampler::new(cases, cfg([4, 4, 4], Augment::none()), 3).unwrap();
+        // Every third sample is forced onto liver or tumor, so holds foreground; a random
+        // 4³ patch of a 40×40×30 volume rarely does.
+        let with_fg = (0..30).map(|step| s.batch(0, step)).flat_map(|b| {
+            b.label
+                .chunks(64)
+                .map(|p| p.iter().any(|&l| l > 0))
+                .collect::<Vec<_>>()
+        });
+        let count = with_fg.enumerate().filter(|&(i, fg)| {
+            if i % 3 == 2 {
+                assert!(fg, "forced sample {i} has no foreground");
+            }
+            fg
+        });
+        let n = count.count();
+        assert!((30..=40).contains(&n), "{n} of 90 patches hold foreground");
+    }
+
+    #[test]
+    fn patches_larger_than_the_volume_are_padded_with_the_minimum_and_label_0() {
+        let cases = vec![case([4, 3, 2])];
+        let s = PatchSampler::new(cases, cfg([6, 6, 4], Augment::none()), 0).unwrap();
+        let b = s.batch(0, 0);
+        let n = 6 * 6 * 4;
+        // The volume holds 24 voxels; the remaining 120 are padding at the minimum (0.0).
+        let img = &b.image[..n];
+        assert_eq!(img.iter().filter(|&&v| v == 0.0).count(), n - 24 + 1);
+        assert!(b.label[..n].iter().all(|&l| l == 0));
+    }
+
+    #[test]
+    fn rotation_and_flips_move_labels_with_the_image() {
+        let cases = vec![case([20, 20, 12])];
+        let aug = Augment {
+            flip_probability: 0.5,
+            rotate90: true,
+            ..Augment::none()
+        };
+        let s = PatchSampler::new(cases.clone(), cfg([6, 6, 4], aug), 9).unwrap();
+        let mut steps_along_axis0 = std::collections::BTreeSet::new();
+        for step in 0..20 {
+            let b = s.batch(0, step);
+            for patch in b.image.chunks(6 * 6 * 4) {
+                // Moving one voxel along the patch's first axis moves ±1 along i (value
+                // ±10000) unrotated, or ±1 along j (±100) after a quarter turn.
+                steps_along_axis0.insert((patch[24] - patch[0]) as i64);
+            }
+            // Each image value still names a voxel whose label is the label beside it.
+            for (&v, &l) in b.image.iter().zip(&b.label) {
+                let v = v as usize;
+                assert_eq!(l, cases[0].1.data[[v / 10000, v / 100 % 100, v % 100]]);
+            }
+        }
+        assert_eq!(
+            steps_along_axis0.into_iter().collect::<Vec<_>>(),
+            vec![-10000, -100, 100, 10000]
+        );
+    }
+
+    #[test]
+    fn noise_and_intensity_changes_stay_small() {
+        let cases = vec![case([20, 20, 12])];
+        let aug = Augment {
+            noise_probability: 1.0,
+            noise_std: 0.1,
+            scale: 0.1,
+            shift: 0.1,
+            ..Augment::none()
+        };
+        let plain = PatchSampler::new(cases.clone(), cfg([6, 6, 4], Augment::none()), 2).unwrap();
+        let noisy = PatchSampler::new(cases, cfg([6, 6, 4], aug), 2).unwrap();
+        let (a, b) = (plain.batch(0, 0), noisy.batch(0, 0));
+        assert_eq!(a.label, b.label, "same draws choose the same patches");
+        assert_ne!(a.image, b.image);
+        for (x, y) in a.image.iter().zip(&b.image) {
+            assert!((y - x).abs() <= 0.1 * x.abs() + 0.1 + 1.0, "{x} → {y}");
+        }
+    }
+
+    #[test]
+    fn prefetcher_yields_the_sampler_batches_in_order_with_any_thread_count() {
+        let cases = vec![case([20, 20, 12]), case([12, 16, 9])];
+        let s = Arc::new(PatchSampler::new(cases, cfg([8, 8, 4], Augment::default()), 11).unwrap());
+        let want: Vec<Batch> = (0..9).map(|step| s.batch(2, step)).collect();
+        for (workers, depth) in [(1, 1), (3, 2), (4, 8)] {
+            let got: Vec<Batch> = Prefetcher::new(s.clone(), 2, 9, workers, depth).collect();
+            assert_eq!(got, want, "{workers} workers, depth {depth}");
+        }
+        // Dropped early: the workers stop and the drop returns.
+        let mut p = Prefetcher::new(s, 2, 1000, 3, 2);
+        assert!(p.next().is_some());
+        drop(p);
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let shapes = [[20, 20, 12]];
+        let err = |c: PatchConfig| c.validate(&shapes).unwrap_err().to_string();
+        assert!(err(PatchConfig {
+            patch: [8, 6, 4],
+            ..PatchConfig::default()
+        })
+        .contains("rotate90"));
+        assert!(err(PatchConfig {
+            batch_size: 0,
+            ..PatchConfig::default()
+        })
+        .contains("batch_size"));
+        assert!(err(PatchConfig {
+            foreground_fraction: 1.5,
+            ..PatchConfig::default()
+        })
+        .contains("foreground_fraction"));
+        assert!(PatchConfig::default().validate(&[]).is_err());
+        assert!(PatchConfig::default().validate(&shapes).is_ok());
+        assert_eq!(PatchConfig::default().padding_needed(&shapes), [44, 44, 52]);
+    }
+}
