@@ -4,7 +4,7 @@
 //! the box's first voxel, so a crop lines up with its source in any viewer. [`CropRecord`]
 //! holds what [`paste`] needs to put a prediction made on the crop back into the full grid.
 
-use ndarray::{s, Array3};
+use ndarray::{s, Array3, ArrayView3};
 use serde::{Deserialize, Serialize};
 
 use crate::resample::Grid;
@@ -169,6 +169,40 @@ pub fn shift_origin(affine: &[[f64; 4]; 4], offset: [f64; 3]) -> [[f64; 4]; 4] {
     out
 }
 
+/// The `shape`-sized block of `a` whose first voxel is `start` (which may lie outside, on
+/// either side), `fill` where the block leaves `a`.
+pub fn padded_block<T: Copy>(
+    a: ArrayView3<'_, T>,
+    start: [i64; 3],
+    shape: [usize; 3],
+    fill: T,
+) -> Array3<T> {
+    let mut out = Array3::from_elem(shape, fill);
+    // The overlap of start .. start + shape with 0 .. n, per axis, in both index frames.
+    let mut src = [(0usize, 0usize); 3];
+    let mut dst = [(0usize, 0usize); 3];
+    for ax in 0..3 {
+        let lo = start[ax].max(0);
+        let hi = (start[ax] + shape[ax] as i64).min(a.shape()[ax] as i64);
+        if lo >= hi {
+            return out;
+        }
+        src[ax] = (lo as usize, hi as usize);
+        dst[ax] = ((lo - start[ax]) as usize, (hi - start[ax]) as usize);
+    }
+    out.slice_mut(s![
+        dst[0].0..dst[0].1,
+        dst[1].0..dst[1].1,
+        dst[2].0..dst[2].1
+    ])
+    .assign(&a.slice(s![
+        src[0].0..src[0].1,
+        src[1].0..src[1].1,
+        src[2].0..src[2].1
+    ]));
+    out
+}
+
 /// Puts `part` (a result on a crop) back at `record.bbox` of a volume on `record.source`,
 /// everything else `fill`.
 pub fn paste<T: Clone>(part: &Volume<T>, record: &CropRecord, fill: T) -> Result<Volume<T>> {
@@ -306,6 +340,17 @@ mod tests {
             },
         );
         assert!(paste(&wrong, &rec, 0).is_err());
+    }
+
+    #[test]
+    fn padded_block_fills_outside_on_both_sides() {
+        let a = Array3::from_shape_fn((3, 2, 2), |(i, j, k)| (100 * i + 10 * j + k) as i32);
+        let b = padded_block(a.view(), [-1, 1, 0], [5, 2, 1], -1);
+        let got: Vec<i32> = b.iter().copied().collect();
+        assert_eq!(got, vec![-1, -1, 10, -1, 110, -1, 210, -1, -1, -1]);
+        assert!(padded_block(a.view(), [3, 0, 0], [1, 1, 1], 7)
+            .iter()
+            .all(|&v| v == 7));
     }
 
     #[test]

@@ -16,9 +16,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use ndarray::{s, Array3, ArrayView3, Axis};
+use ndarray::{Array3, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::crop::padded_block;
 use crate::rng::SeededRng;
 use crate::{Error, Image, Labels, Result};
 
@@ -294,8 +295,8 @@ impl PatchSampler {
                 lo + rng.below((hi - lo + 1) as u64) as i64
             })
         };
-        let mut pi = extract(img.data.view(), start, p, case.min);
-        let mut pl = extract(lab.data.view(), start, p, 0u8);
+        let mut pi = padded_block(img.data.view(), start, p, case.min);
+        let mut pl = padded_block(lab.data.view(), start, p, 0u8);
 
         let a = &self.cfg.augment;
         for axis in 0..3 {
@@ -356,34 +357,6 @@ fn foreground_voxels(labels: &Array3<u8>, class: u8) -> Vec<[u32; 3]> {
         .step_by(stride)
         .map(|((i, j, k), _)| [i as u32, j as u32, k as u32])
         .collect()
-}
-
-/// The `p`-shaped block of `a` starting at `start` (possibly outside), `fill` outside.
-fn extract<T: Copy>(a: ArrayView3<'_, T>, start: [i64; 3], p: [usize; 3], fill: T) -> Array3<T> {
-    let shape = a.shape();
-    let mut out = Array3::from_elem(p, fill);
-    let mut src = [(0usize, 0usize); 3];
-    let mut dst = [(0usize, 0usize); 3];
-    for ax in 0..3 {
-        let lo = start[ax].max(0);
-        let hi = (start[ax] + p[ax] as i64).min(shape[ax] as i64);
-        if lo >= hi {
-            return out;
-        }
-        src[ax] = (lo as usize, hi as usize);
-        dst[ax] = ((lo - start[ax]) as usize, (hi - start[ax]) as usize);
-    }
-    out.slice_mut(s![
-        dst[0].0..dst[0].1,
-        dst[1].0..dst[1].1,
-        dst[2].0..dst[2].1
-    ])
-    .assign(&a.slice(s![
-        src[0].0..src[0].1,
-        src[1].0..src[1].1,
-        src[2].0..src[2].1
-    ]));
-    out
 }
 
 /// Adds N(0, sigma²) noise; Box-Muller, both values of each pair used.

@@ -12,10 +12,10 @@
 //! Every prepared case carries a [`CaseRecord`] that takes a prediction on the prepared grid
 //! back to the source scan's grid.
 
-use ndarray::{s, Array3, Zip};
+use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
-use crate::crop::{self, BBox, Crop, CropRecord};
+use crate::crop::{self, padded_block, BBox, Crop, CropRecord};
 use crate::intensity::Intensity;
 use crate::orient;
 use crate::resample::{self, Alignment, Grid, LabelInterp};
@@ -469,8 +469,8 @@ pub fn mlfcore_cube(cfg: &MlfcoreConfig, image: &Image, labels: Option<&Labels>)
     };
     let half = (cfg.cube / 2) as i64;
     let start = centre.map(|c| c - half);
-    let img = cut(&img, start, cfg.cube, 0.0);
-    let lab = lab.map(|l| cut(&l, start, cfg.cube, 0));
+    let img = padded_block(img.view(), start, [cfg.cube; 3], 0.0);
+    let lab = lab.map(|l| padded_block(l.view(), start, [cfg.cube; 3], 0));
 
     // Cube voxel o is padded-and-pooled voxel o + start, centred on source index
     // 2 (o + start) + 0.5 (minus the slice offset along k).
@@ -505,36 +505,6 @@ pub fn mlfcore_cube(cfg: &MlfcoreConfig, image: &Image, labels: Option<&Labels>)
             prepared,
         },
     }
-}
-
-/// The `edge`³ block of `a` starting at `start` (possibly outside), `fill` outside.
-fn cut<T: Copy + Send + Sync>(a: &Array3<T>, start: [i64; 3], edge: usize, fill: T) -> Array3<T> {
-    let mut out = Array3::from_elem((edge, edge, edge), fill);
-    let shape = a.shape();
-    // The overlap of [start, start + edge) with [0, n) per axis, in both index frames.
-    let mut src = [(0usize, 0usize); 3];
-    let mut dst = [(0usize, 0usize); 3];
-    for ax in 0..3 {
-        let lo = start[ax].max(0);
-        let hi = (start[ax] + edge as i64).min(shape[ax] as i64);
-        if lo >= hi {
-            return out;
-        }
-        src[ax] = (lo as usize, hi as usize);
-        dst[ax] = ((lo - start[ax]) as usize, (hi - start[ax]) as usize);
-    }
-    let from = a.slice(s![
-        src[0].0..src[0].1,
-        src[1].0..src[1].1,
-        src[2].0..src[2].1
-    ]);
-    let mut to = out.slice_mut(s![
-        dst[0].0..dst[0].1,
-        dst[1].0..dst[1].1,
-        dst[2].0..dst[2].1
-    ]);
-    Zip::from(&mut to).and(&from).for_each(|t, &f| *t = f);
-    out
 }
 
 /// The per-axis median of spacings (the mean of the two middle values for an even count).
@@ -574,6 +544,7 @@ pub fn working_spacing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::s;
 
     fn case(shape: [usize; 3], liver: BBox) -> (Image, Labels) {
         let img = Array3::from_shape_fn(shape, |(i, j, k)| (i * 100 + j * 10 + k) as f32 - 500.0);
