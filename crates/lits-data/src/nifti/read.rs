@@ -153,35 +153,40 @@ fn decode_f32(loaded: &Loaded) -> Vec<f32> {
 }
 
 /// Map each stored element of `raw` (file order: `i` fastest, then `j`, then `k`) with `f`
-/// into a buffer in C order (`k` fastest). The output is cut into blocks of rows of `i`
-/// written by one thread each; within a block, tiles of `k` keep both the strided reads
-/// and the row writes in cache.
+/// into a buffer in C order (`k` fastest). Each thread fills a block of `IB` rows of `i`;
+/// within it, for each `j` and tile of `KT` values of `k`, the strided source bytes of the
+/// tile (`IB` x `KT` elements on `KT` cache-line runs) stay in L1 while each output row is
+/// written contiguously. Block sizes measured on a 512x512x200 int16 volume.
 fn transpose_map<O, F>(raw: &[u8], shape: [usize; 3], f: F) -> Vec<O>
 where
     O: Copy + Default + Send,
     F: Fn(&[u8]) -> O + Sync,
 {
-    const IB: usize = 16;
-    const KT: usize = 16;
+    const IB: usize = 32;
+    const KT: usize = 32;
     let [nx, ny, nz] = shape;
     let n = nx * ny * nz;
-    let size = raw.len() / n.max(1);
+    // vec! of a zero value is calloc: fresh pages, no memset.
     let mut out = vec![O::default(); n];
     if n == 0 {
         return out;
     }
+    let size = raw.len() / n;
     let row = ny * nz;
+    let k_stride = nx * ny * size;
     out.par_chunks_mut(IB * row).enumerate().for_each(|(blk, chunk)| {
         let i0 = blk * IB;
         let ib = chunk.len() / row;
-        for k0 in (0..nz).step_by(KT) {
-            let k1 = (k0 + KT).min(nz);
-            for j in 0..ny {
-                for k in k0..k1 {
-                    let base = (i0 + nx * (j + ny * k)) * size;
-                    let src = &raw[base..base + ib * size];
-                    for (di, e) in src.chunks_exact(size).enumerate() {
-                        chunk[di * row + j * nz + k] = f(e);
+        for j in 0..ny {
+            for k0 in (0..nz).step_by(KT) {
+                let k1 = (k0 + KT).min(nz);
+                for di in 0..ib {
+                    let start = di * row + j * nz;
+                    let dst = &mut chunk[start + k0..start + k1];
+                    let mut at = (i0 + di + nx * j) * size + k0 * k_stride;
+                    for v in dst.iter_mut() {
+                        *v = f(&raw[at..at + size]);
+                        at += k_stride;
                     }
                 }
             }
