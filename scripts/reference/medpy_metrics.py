@@ -7,7 +7,8 @@ DIR/cases.json lists cases: [{"name", "shape": [i, j, k], "spacing": [si, sj, sk
 Prints one JSON object {name: {"liver": {...}, "tumor": {...}}} where liver is label >= 1
 and tumor is label == 2, each with medpy's dc, jc, ravd, assd, hd, hd95, the voxel counts,
 and rmsd (the root mean square of the union of medpy's two directed surface distance sets).
-A metric medpy refuses (an empty mask) is null.
+A metric medpy refuses (an empty mask) is null, and so is medpy 0.5.2's dc of two empty
+masks, which is NaN (numpy's 0/0; its ZeroDivisionError branch for 1.0 never runs).
 """
 
 import json
@@ -28,6 +29,11 @@ def guarded(f, *args, **kwargs):
         return None
 
 
+def finite_or_none(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
 def rmsd(pred, ref, spacing):
     if not pred.any() or not ref.any():
         return None
@@ -38,11 +44,14 @@ def rmsd(pred, ref, spacing):
 
 
 def scores(pred, ref, spacing):
+    # Quiet numpy's 0/0 warning inside medpy's dc; the NaN itself is reported as null.
+    with np.errstate(invalid="ignore"):
+        dc = finite_or_none(binary.dc(pred, ref))
     return {
         "pred_voxels": int(np.count_nonzero(pred)),
         "ref_voxels": int(np.count_nonzero(ref)),
-        "dc": binary.dc(pred, ref),
-        "jc": binary.jc(pred, ref),
+        "dc": dc,
+        "jc": finite_or_none(binary.jc(pred, ref)),
         "ravd": guarded(binary.ravd, pred, ref),
         "assd": guarded(binary.assd, pred, ref, voxelspacing=spacing),
         "hd": guarded(binary.hd, pred, ref, voxelspacing=spacing),
