@@ -15,12 +15,16 @@
 //! number of threads.
 
 use std::f64::consts::TAU;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::write_json;
 use crate::error::{Error, Result};
+use crate::nifti::{write_image, write_labels, Geometry, ImageDtype};
 use crate::rng::SeededRng;
 use crate::volume::{Image, Labels, Volume};
 
@@ -102,6 +106,16 @@ pub enum Storage {
     },
 }
 
+impl Storage {
+    /// The NIfTI writer's name for it.
+    pub fn dtype(self) -> ImageDtype {
+        match self {
+            Storage::F32 => ImageDtype::F32,
+            Storage::I16 { slope, inter } => ImageDtype::I16 { slope, inter },
+        }
+    }
+}
+
 /// Contrast phase of a case: decides vessel brightness against the liver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +146,8 @@ pub struct CaseInfo {
     pub shape: [usize; 3],
     /// Voxel size in mm, in stored axis order.
     pub spacing: [f64; 3],
+    /// Voxel-to-world affine (RAS+, mm) as intended; the file holds it in float32.
+    pub affine: [[f64; 4]; 4],
     /// Orientation code of the stored axes (nibabel's `aff2axcodes`), e.g. `"LPS"`.
     pub orientation: String,
     /// On-disk image type.
@@ -203,8 +219,7 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
     let fov = [n_xy as f64 * s_xy, n_xy as f64 * s_xy, n_z as f64 * s_z];
     let body = Body::draw(&mut rng, fov, tumor_free);
 
-    let (hu, labels) = render(&body, shape, spacing);
-    let mut hu = hu;
+    let (mut hu, labels) = render(&body, shape, spacing);
     for v in hu.iter_mut() {
         *v = (*v + noise_sd * rng.normal()).round().clamp(-1024.0, 3071.0);
     }
@@ -227,6 +242,7 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
         id,
         shape: image.shape(),
         spacing: image.spacing,
+        affine: image.affine,
         orientation: orientation.to_string(),
         storage,
         phase: body.phase,
@@ -240,6 +256,96 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
 }
 
 /// Rounds to `1/per` (dividing keeps the decimal print short: 3.381, not 3.3810000000000002).
+/// What `synth.json` records: enough to regenerate the dataset and to know each case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SynthManifest {
+    /// Always `"lits synth"`.
+    pub generator: String,
+    /// Version of lits that wrote it.
+    pub lits_version: String,
+    /// The configuration, seed included.
+    pub config: SynthConfig,
+    /// One entry per case, in id order.
+    pub cases: Vec<CaseInfo>,
+}
+
+/// Name of the manifest written beside the cases.
+pub const MANIFEST: &str = "synth.json";
+
+/// Writes the dataset in LiTS layout: `volume-N.nii.gz` (float32 or scaled int16, see
+/// [`CaseInfo::storage`]) and `segmentation-N.nii.gz` (uint8) for `N` in `0..cfg.cases`, then
+/// [`MANIFEST`]. Every file is written atomically. `dir` is created if needed; it may hold
+/// an earlier run's files of the same names (they are replaced) but nothing else, so two
+/// datasets never mix. Returns the written paths (cases in id order, manifest last).
+pub fn write_dataset(dir: &Path, cfg: &SynthConfig) -> Result<Vec<PathBuf>> {
+    cfg.validate()?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    check_only_ours(dir, cfg.cases)?;
+    let written: Vec<(PathBuf, PathBuf, CaseInfo)> = (0..cfg.cases)
+        .into_par_iter()
+        .map(|i| {
+            let ph = generate_case(cfg, i)?;
+            let geom = Geometry::from_affine(ph.image.affine);
+            let volume = dir.join(format!("volume-{i}.nii.gz"));
+            let segmentation = dir.join(format!("segmentation-{i}.nii.gz"));
+            write_image(&volume, &ph.image, &geom, ph.info.storage.dtype())?;
+            write_labels(&segmentation, &ph.labels, &geom)?;
+            Ok((volume, segmentation, ph.info))
+        })
+        .collect::<Result<_>>()?;
+    let mut paths = Vec::with_capacity(2 * written.len() + 1);
+    let mut cases = Vec::with_capacity(written.len());
+    for (volume, segmentation, info) in written {
+        paths.push(volume);
+        paths.push(segmentation);
+        cases.push(info);
+    }
+    let manifest = SynthManifest {
+        generator: "lits synth".into(),
+        lits_version: env!("CARGO_PKG_VERSION").into(),
+        config: cfg.clone(),
+        cases,
+    };
+    let path = dir.join(MANIFEST);
+    write_json(&path, &manifest)?;
+    paths.push(path);
+    Ok(paths)
+}
+
+/// Refuses a folder holding anything but this dataset's own file names (hidden files aside).
+fn check_only_ours(dir: &Path, cases: usize) -> Result<()> {
+    let ours = |name: &str| {
+        if name == MANIFEST {
+            return true;
+        }
+        let number = name
+            .strip_suffix(".nii.gz")
+            .and_then(|stem| stem.strip_prefix("volume-").or_else(|| stem.strip_prefix("segmentation-")));
+        number.is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<usize>().is_ok_and(|i| i < cases))
+    };
+    let mut entries: Vec<PathBuf> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && !ours(&name) {
+            entries.push(entry.path());
+        }
+    }
+    entries.sort();
+    match entries.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::invalid(
+            first,
+            format!(
+                "is not a file of this {cases}-case synthetic dataset; write into an empty or new folder \
+                 ({} such entr{})",
+                entries.len(),
+                if entries.len() == 1 { "y" } else { "ies" }
+            ),
+        )),
+    }
+}
+
 fn round_to(x: f64, per: f64) -> f64 {
     (x * per).round() / per
 }
@@ -282,6 +388,8 @@ fn store(
             affine[w][3] = centre[w] + (shape[w] as f64 - 1.0) / 2.0 * spacing[w];
         }
     }
+    // Sub-micron rounding keeps the manifest's numbers short (no 0.30000000000000004).
+    let affine = affine.map(|row| row.map(|v| round_to(v, 1e6)));
     let stored_spacing = world_axis.map(|w| spacing[w]);
     let image = Volume { data: arrange(hu, world_axis, flip), spacing: stored_spacing, affine };
     let labels = Volume { data: arrange(labels, world_axis, flip), spacing: stored_spacing, affine };
@@ -859,23 +967,21 @@ impl Body {
 
     fn liver_at(&self, p: [f64; 3]) -> (f64, u8) {
         let base = self.liver_hu + 4.0 * self.texture[0].at(p) + 2.0 * self.texture[1].at(p);
-        let mut label = 1;
-        let mut v = base;
         for tumor in &self.tumors {
             let level = tumor.blob.level(p);
             if level < 0.0 {
-                label = 2;
                 // A soft edge (partial enhancement) makes small tumors harder to see.
                 let core = 0.55 + 0.45 * smoothstep(-level / 0.35);
                 let rim = if level > -0.15 { tumor.rim } else { 0.0 };
-                return (base + tumor.contrast * core + rim + 4.0 * tumor.texture.at(p), label);
+                return (base + tumor.contrast * core + rim + 4.0 * tumor.texture.at(p), 2);
             }
         }
-        let w = 0.2;
-        if self.vessels[0].at(p).abs() < w && self.vessels[1].at(p).abs() < w {
-            v = self.tissue.liver_vessel;
+        // Vessels run where two smooth fields are both near zero: thin branching tubes.
+        const WIDTH: f64 = 0.2;
+        if self.vessels[0].at(p).abs() < WIDTH && self.vessels[1].at(p).abs() < WIDTH {
+            return (self.tissue.liver_vessel, 1);
         }
-        (v, label)
+        (base, 1)
     }
 }
 
@@ -975,6 +1081,43 @@ mod tests {
                 assert!((col - ph.image.spacing[a]).abs() < 1e-9);
             }
         }
+    }
+
+    #[test]
+    fn written_files_read_back_exactly_and_rewrite_identically() {
+        let cfg = SynthConfig { cases: 3, ..tiny() };
+        let d = tempfile::tempdir().unwrap();
+        let paths = write_dataset(d.path(), &cfg).unwrap();
+        assert_eq!(paths.len(), 7);
+        let manifest: SynthManifest = serde_json::from_slice(&fs::read(d.path().join(MANIFEST)).unwrap()).unwrap();
+        assert_eq!(manifest.config, cfg);
+        for i in 0..cfg.cases {
+            let ph = generate_case(&cfg, i).unwrap();
+            assert_eq!(manifest.cases[i], ph.info);
+            let (img, geom) = crate::nifti::read_image(&d.path().join(format!("volume-{i}.nii.gz"))).unwrap();
+            let (lab, _) = crate::nifti::read_labels(&d.path().join(format!("segmentation-{i}.nii.gz"))).unwrap();
+            assert_eq!(img.data, ph.image.data, "case {i}");
+            assert_eq!(lab.data, ph.labels.data, "case {i}");
+            for r in 0..4 {
+                for c in 0..4 {
+                    assert!((geom.affine[r][c] - ph.image.affine[r][c]).abs() < 1e-4, "case {i} affine");
+                }
+            }
+        }
+        let before: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
+        write_dataset(d.path(), &cfg).unwrap();
+        let after: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
+        assert!(before == after, "rewriting changed bytes");
+    }
+
+    #[test]
+    fn a_folder_with_other_files_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("volume-7.nii.gz"), b"old").unwrap();
+        let cfg = SynthConfig { cases: 2, ..tiny() };
+        let e = write_dataset(d.path(), &cfg).unwrap_err().to_string();
+        assert!(e.contains("volume-7.nii.gz") && e.contains("empty or new folder"), "{e}");
+        assert!(!d.path().join("volume-0.nii.gz").exists());
     }
 
     #[test]
