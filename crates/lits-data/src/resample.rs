@@ -95,6 +95,11 @@ impl Grid {
                     msg: format!("source spacing {s} along axis {a} must be a positive number"),
                 });
             }
+            // NIfTI stores spacings as float32: a target equal to the source spacing at that
+            // precision leaves the axis alone rather than interpolating by 1e-8 of a voxel.
+            if ((t - s) / s).abs() < 1e-6 {
+                continue;
+            }
             // round(n · (s / t)) with ties to even, as scipy.ndimage.zoom computes its shape.
             let m = ((n as f64 * (s / t)).round_ties_even() as usize).max(1);
             let scale = match align {
@@ -506,6 +511,20 @@ mod tests {
         assert_eq!(
             out.data.iter().copied().collect::<Vec<_>>(),
             vec![0, 0, 0, 0, 2, 2, 2]
+        );
+    }
+
+    #[test]
+    fn a_target_equal_to_the_float32_spacing_leaves_the_axis_alone() {
+        let img = ramp([5, 4, 3], [0.8f32 as f64, 1.0, 2.5]);
+        let g = Grid::of(&img)
+            .with_spacing([0.8, 0.5, 2.5], Alignment::Origin)
+            .unwrap();
+        assert_eq!((g.shape, g.spacing[0]), ([5, 8, 3], 0.8f32 as f64));
+        let out = resample_image(&img, &g).unwrap();
+        assert_eq!(
+            out.data.slice(ndarray::s![.., 0, ..]),
+            img.data.slice(ndarray::s![.., 0, ..])
         );
     }
 
