@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod distance;
+pub mod cache;
 pub mod crop;
 pub mod dataset;
 pub mod error;

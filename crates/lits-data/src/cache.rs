@@ -1,0 +1,842 @@
+//! A cache of preprocessed cases (`lits preprocess`) that training loads in a blink.
+//!
+//! Layout of a cache folder:
+//!
+//! ```text
+//! CACHE/dataset.json            fingerprint: config and its hash, every source file with
+//!                               size and sha256, spacings, shapes, intensity statistics,
+//!                               the resolved normalisation, the cases that failed
+//! CACHE/cases/case-N/image.npy  prepared image, float32 C order, intensities not normalised
+//! CACHE/cases/case-N/label.npy  prepared labels, uint8
+//! CACHE/cases/case-N/fg.npy     foreground intensity sample (for the dataset percentiles)
+//! CACHE/cases/case-N/meta.json  key, source files, grid record, foreground statistics
+//! ```
+//!
+//! `.npy` keeps the arrays readable from NumPy (`np.load`). A case's key is the sha256 of the
+//! resolved config and of its two source files; a case whose `meta.json` holds the same key
+//! is not redone, and a source file whose size and modification time are unchanged is not
+//! hashed again. Each case is written into a hidden temporary folder that is renamed into
+//! place, so an interrupted run never leaves a half-written case that later loads (one
+//! left behind is removed by the next run, and redone). Intensities are normalised when a
+//! case is loaded, with statistics merged from every case, so that one changed case does
+//! not invalidate the others.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use ndarray::Array3;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{self, Case};
+use crate::intensity::{CaseStats, IntensityStats, Normaliser};
+use crate::preprocess::{self, CaseRecord, PreprocessConfig};
+use crate::resample::Grid;
+use crate::{nifti, Error, Image, Labels, Result, Volume};
+
+/// Version of the cache layout; a cache of another version is rebuilt.
+pub const FORMAT: u32 = 1;
+
+/// A source file as it was when its case was cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    /// Where it was.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since 1970 (to skip re-hashing unchanged files).
+    pub modified_ns: u64,
+    /// sha256 of the content, hex.
+    pub sha256: String,
+}
+
+/// One cached case in `dataset.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseEntry {
+    /// The case number.
+    pub id: u32,
+    /// The scan.
+    pub image: SourceFile,
+    /// Its labels.
+    pub label: SourceFile,
+    /// sha256 of (format, config hash, image sha256, label sha256).
+    pub key: String,
+    /// Shape and spacing of the scan as read.
+    pub source_shape: [usize; 3],
+    /// Voxel size of the scan as read (mm).
+    pub source_spacing: [f64; 3],
+    /// Shape of the prepared arrays.
+    pub shape: [usize; 3],
+    /// Voxel size of the prepared arrays (mm).
+    pub spacing: [f64; 3],
+    /// Foreground intensity statistics of the prepared case (before normalisation).
+    pub stats: CaseStats,
+}
+
+/// A case (or the dataset) that could not be cached, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The case number, if the problem belongs to one case.
+    pub id: Option<u32>,
+    /// The file (or folder) the problem is in.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "case {id}: {}: {}", self.path.display(), self.problem),
+            None => write!(f, "{}: {}", self.path.display(), self.problem),
+        }
+    }
+}
+
+/// `dataset.json`: what a cache holds and what it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The dataset folder.
+    pub data: PathBuf,
+    /// The preprocessing configuration.
+    pub config: PreprocessConfig,
+    /// sha256 of the configuration with its resolved spacing.
+    pub config_hash: String,
+    /// The dataset's median working spacing, where the config asked for it.
+    pub median_spacing: Option<[f64; 3]>,
+    /// The cached cases, by id.
+    pub cases: Vec<CaseEntry>,
+    /// What could not be cached.
+    pub failed: Vec<Failure>,
+    /// Foreground intensity statistics of all cached cases (absent without foreground).
+    pub intensity_stats: Option<IntensityStats>,
+    /// The normalisation applied on loading, resolved from `intensity_stats`.
+    pub normaliser: Option<Normaliser>,
+}
+
+/// `meta.json` of one cached case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CaseMeta {
+    format: u32,
+    entry: CaseEntry,
+    record: CaseRecord,
+}
+
+/// What happened to a case in [`build`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Prepared and written.
+    Processed,
+    /// Already cached with the same key.
+    Unchanged,
+    /// Not cached (see [`Report::failed`]).
+    Failed,
+}
+
+/// Progress of [`build`], for a progress bar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Work on `cases` cases starts.
+    Start {
+        /// How many.
+        cases: usize,
+    },
+    /// A case is finished.
+    Case {
+        /// Its number.
+        id: u32,
+        /// What happened.
+        outcome: Outcome,
+    },
+}
+
+/// What [`build`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Cases prepared and written in this run.
+    pub processed: Vec<u32>,
+    /// Cases already cached with the same key.
+    pub unchanged: Vec<u32>,
+    /// Cached cases removed because their case is gone or failed now.
+    pub removed: Vec<u32>,
+    /// What could not be cached.
+    pub failed: Vec<Failure>,
+}
+
+/// Preprocesses every case of the dataset in `data` with `cfg` into the cache folder `out`,
+/// redoing only what changed. Bad cases are reported in [`Report::failed`] while the good
+/// ones are cached; an `Err` means nothing could be done (no dataset, an unwritable cache).
+pub fn build(
+    data: &Path,
+    cfg: &PreprocessConfig,
+    out: &Path,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<Report> {
+    cfg.validate()?;
+    let ds = dataset::discover_images(data)?;
+    let cases_dir = out.join("cases");
+    fs::create_dir_all(&cases_dir).map_err(|e| Error::io(&cases_dir, e))?;
+    remove_leftovers(&cases_dir)?;
+
+    let mut failed = Vec::new();
+    let mut todo: Vec<(&Case, PathBuf)> = Vec::new();
+    for case in &ds.cases {
+        match &case.label {
+            Some(label) => todo.push((case, label.clone())),
+            None => failed.push(Failure {
+                id: Some(case.id),
+                path: case.image.clone(),
+                problem: "has no segmentation (unpaired image)".into(),
+            }),
+        }
+    }
+
+    // The median spacing needs every header first; a case whose header is bad fails here.
+    let median_spacing = if cfg.needs_median_spacing() {
+        let headers: Vec<std::result::Result<[f64; 3], Failure>> = todo
+            .par_iter()
+            .map(|(case, _)| {
+                let h = nifti::read_header(&case.image)
+                    .map_err(|e| failure(case.id, &case.image, e))?;
+                Ok(preprocess::working_spacing(
+                    cfg,
+                    h.geometry.spacing(),
+                    &h.geometry.affine,
+                ))
+            })
+            .collect();
+        let mut spacings = Vec::new();
+        let mut kept = Vec::new();
+        for (h, c) in headers.into_iter().zip(todo) {
+            match h {
+                Ok(s) => {
+                    spacings.push(s);
+                    kept.push(c);
+                }
+                Err(f) => failed.push(f),
+            }
+        }
+        todo = kept;
+        preprocess::median_spacing(&spacings)
+    } else {
+        None
+    };
+    let config_hash =
+        sha256_hex(&serde_json::to_vec(&(FORMAT, cfg, median_spacing)).expect("config serialises"));
+
+    progress(Event::Start {
+        cases: ds.cases.len(),
+    });
+    for f in &failed {
+        if let Some(id) = f.id {
+            progress(Event::Case {
+                id,
+                outcome: Outcome::Failed,
+            });
+        }
+    }
+    let results: Vec<std::result::Result<(CaseEntry, Outcome), Failure>> = todo
+        .par_iter()
+        .with_max_len(1)
+        .map(|(case, label)| {
+            let r = cache_case(case, label, cfg, &config_hash, median_spacing, &cases_dir);
+            let outcome = r.as_ref().map_or(Outcome::Failed, |(_, o)| *o);
+            progress(Event::Case {
+                id: case.id,
+                outcome,
+            });
+            r
+        })
+        .collect();
+
+    let mut report = Report::default();
+    let mut entries = Vec::new();
+    for r in results {
+        match r {
+            Ok((entry, outcome)) => {
+                match outcome {
+                    Outcome::Processed => report.processed.push(entry.id),
+                    _ => report.unchanged.push(entry.id),
+                }
+                entries.push(entry);
+            }
+            Err(f) => failed.push(f),
+        }
+    }
+    entries.sort_by_key(|e| e.id);
+    failed.sort_by_key(|f| (f.id, f.path.clone()));
+
+    // Cached cases that are gone from the dataset, or failed this time, must not be loaded.
+    let keep: BTreeSet<String> = entries.iter().map(|e| case_dir_name(e.id)).collect();
+    for entry in fs::read_dir(&cases_dir).map_err(|e| Error::io(&cases_dir, e))? {
+        let entry = entry.map_err(|e| Error::io(&cases_dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            if let Some(id) = name.strip_prefix("case-").and_then(|n| n.parse().ok()) {
+                report.removed.push(id);
+            }
+            fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+
+    report.removed.sort_unstable();
+
+    let intensity_stats = Some(load_samples(&cases_dir, &entries)?).filter(|s| s.count > 0);
+    let normaliser = match cfg.intensity().resolve(intensity_stats.as_ref()) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            if !entries.is_empty() {
+                failed.push(Failure {
+                    id: None,
+                    path: data.to_path_buf(),
+                    problem: e.to_string(),
+                });
+            }
+            None
+        }
+    };
+    let fp = Fingerprint {
+        format: FORMAT,
+        data: data.to_path_buf(),
+        config: cfg.clone(),
+        config_hash,
+        median_spacing,
+        cases: entries,
+        failed: failed.clone(),
+        intensity_stats,
+        normaliser,
+    };
+    let json = serde_json::to_vec_pretty(&fp).expect("fingerprint serialises");
+    // Written aside and renamed over the old one: a reader sees one whole fingerprint.
+    let path = out.join("dataset.json");
+    let tmp = out.join(format!(".dataset.json.{}.tmp", std::process::id()));
+    write_file(&tmp, &json)?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    report.failed = failed;
+    Ok(report)
+}
+
+/// Merged statistics of the cached cases, with their foreground samples read back.
+fn load_samples(cases_dir: &Path, entries: &[CaseEntry]) -> Result<IntensityStats> {
+    let with_samples: Vec<CaseStats> = entries
+        .par_iter()
+        .map(|e| {
+            let path = cases_dir.join(case_dir_name(e.id)).join("fg.npy");
+            let (_, samples) = npy::read_f32(&path)?;
+            Ok(CaseStats {
+                samples,
+                ..e.stats.clone()
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(IntensityStats::merge(&with_samples))
+}
+
+fn failure(id: u32, path: &Path, e: impl std::fmt::Display) -> Failure {
+    // Library errors already start with the path; keep only what follows it.
+    let msg = e.to_string();
+    let prefix = format!("{}: ", path.display());
+    let problem = msg.strip_prefix(&prefix).map(str::to_owned).unwrap_or(msg);
+    Failure {
+        id: Some(id),
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
+fn case_dir_name(id: u32) -> String {
+    format!("case-{id}")
+}
+
+/// Removes hidden folders left by an interrupted run.
+fn remove_leftovers(cases_dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(cases_dir).map_err(|e| Error::io(cases_dir, e))? {
+        let entry = entry.map_err(|e| Error::io(cases_dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            let p = entry.path();
+            let r = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            r.map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Caches one case, or finds it cached with the same key.
+fn cache_case(
+    case: &Case,
+    label: &Path,
+    cfg: &PreprocessConfig,
+    config_hash: &str,
+    median_spacing: Option<[f64; 3]>,
+    cases_dir: &Path,
+) -> std::result::Result<(CaseEntry, Outcome), Failure> {
+    let dir = cases_dir.join(case_dir_name(case.id));
+    let previous = read_meta(&dir);
+    let image_src = source_file(&case.image, previous.as_ref().map(|m| &m.entry.image))
+        .map_err(|e| failure(case.id, &case.image, e))?;
+    let label_src = source_file(label, previous.as_ref().map(|m| &m.entry.label))
+        .map_err(|e| failure(case.id, label, e))?;
+    let key = sha256_hex(
+        format!(
+            "{FORMAT}\n{config_hash}\n{}\n{}",
+            image_src.sha256, label_src.sha256
+        )
+        .as_bytes(),
+    );
+    if let Some(meta) = previous {
+        let complete = ["image.npy", "label.npy", "fg.npy"]
+            .iter()
+            .all(|f| dir.join(f).is_file());
+        if meta.entry.key == key && complete {
+            // Paths may have moved with the dataset; the content is what counts.
+            let entry = CaseEntry {
+                image: image_src,
+                label: label_src,
+                ..meta.entry
+            };
+            return Ok((entry, Outcome::Unchanged));
+        }
+    }
+
+    let (image, _) =
+        nifti::read_image(&case.image).map_err(|e| failure(case.id, &case.image, e))?;
+    let (labels, _) = nifti::read_labels(label).map_err(|e| failure(case.id, label, e))?;
+    check_pair(&image, &labels).map_err(|problem| Failure {
+        id: Some(case.id),
+        path: label.to_path_buf(),
+        problem,
+    })?;
+    let prepared = cfg
+        .prepare(&image, Some(&labels), median_spacing)
+        .map_err(|e| failure(case.id, &case.image, e))?;
+    let prepared_labels = prepared.labels.as_ref().expect("labels were given");
+    let stats = CaseStats::collect(&prepared.image, prepared_labels);
+    let entry = CaseEntry {
+        id: case.id,
+        image: image_src,
+        label: label_src,
+        key,
+        source_shape: image.shape(),
+        source_spacing: image.spacing,
+        shape: prepared.image.shape(),
+        spacing: prepared.image.spacing,
+        stats,
+    };
+    let meta = CaseMeta {
+        format: FORMAT,
+        entry: entry.clone(),
+        record: prepared.record.clone(),
+    };
+    write_case(&dir, &prepared.image, prepared_labels, &meta)
+        .map_err(|e| failure(case.id, &dir, e))?;
+    Ok((entry, Outcome::Processed))
+}
+
+/// Why an image and its labels cannot be a training case, if they cannot.
+fn check_pair(image: &Image, labels: &Labels) -> std::result::Result<(), String> {
+    if image.shape() != labels.shape() {
+        return Err(format!(
+            "shape {:?} differs from its image's {:?}",
+            labels.shape(),
+            image.shape()
+        ));
+    }
+    let mut worst = 0.0f64;
+    for r in 0..3 {
+        for c in 0..4 {
+            let (a, b) = (image.affine[r][c], labels.affine[r][c]);
+            worst = worst.max((a - b).abs() / a.abs().max(1.0));
+        }
+    }
+    // Headers store the affine as float32: allow its rounding, not a different grid.
+    if worst > 1e-4 {
+        return Err(format!(
+            "affine differs from its image's (relative difference {worst:.2e}): they are not on the same voxel grid"
+        ));
+    }
+    let mut counts = [0usize; 256];
+    for &v in labels.data.iter() {
+        counts[v as usize] += 1;
+    }
+    let bad: Vec<String> = (3..256)
+        .filter(|&v| counts[v] > 0)
+        .map(|v| format!("{v} ({} voxels)", counts[v]))
+        .collect();
+    if !bad.is_empty() {
+        return Err(format!(
+            "holds label values outside 0..2 (0 background, 1 liver, 2 tumor): {}",
+            bad.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn read_meta(dir: &Path) -> Option<CaseMeta> {
+    let text = fs::read(dir.join("meta.json")).ok()?;
+    serde_json::from_slice::<CaseMeta>(&text)
+        .ok()
+        .filter(|m| m.format == FORMAT)
+}
+
+/// Size, time and sha256 of a file; the hash is taken from `previous` when size and time
+/// are unchanged.
+fn source_file(path: &Path, previous: Option<&SourceFile>) -> Result<SourceFile> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let modified_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    if let Some(p) = previous {
+        if p.size == meta.len() && p.modified_ns == modified_ns && modified_ns != 0 {
+            return Ok(SourceFile {
+                path: path.to_path_buf(),
+                ..p.clone()
+            });
+        }
+    }
+    let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(SourceFile {
+        path: path.to_path_buf(),
+        size: meta.len(),
+        modified_ns,
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a case into a hidden folder beside `dir`, then swaps it into place.
+fn write_case(dir: &Path, image: &Image, labels: &Labels, meta: &CaseMeta) -> Result<()> {
+    let parent = dir.parent().expect("case folders live in cases/");
+    let name = dir.file_name().expect("case folder name").to_string_lossy();
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let old = parent.join(format!(".{name}.{}.old", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let written = (|| {
+        npy::write(
+            &tmp.join("image.npy"),
+            npy::Dtype::F32,
+            image.shape(),
+            &f32_bytes(image.data.iter().copied()),
+        )?;
+        npy::write(
+            &tmp.join("label.npy"),
+            npy::Dtype::U8,
+            labels.shape(),
+            &labels.data.iter().copied().collect::<Vec<u8>>(),
+        )?;
+        let fg = &meta.entry.stats.samples;
+        npy::write(
+            &tmp.join("fg.npy"),
+            npy::Dtype::F32,
+            [fg.len(), 1, 1],
+            &f32_bytes(fg.iter().copied()),
+        )?;
+        let json = serde_json::to_vec_pretty(meta).expect("meta serialises");
+        write_file(&tmp.join("meta.json"), &json)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // A reader sees the old case, no case (redone next run), or the new one: never a mix.
+    if dir.exists() {
+        fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+fn f32_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
+    values.flat_map(f32::to_le_bytes).collect()
+}
+
+/// A cache made by [`build`], opened for loading cases.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+    fingerprint: Fingerprint,
+}
+
+impl Cache {
+    /// Opens the cache folder `root` (reads its `dataset.json`).
+    pub fn open(root: &Path) -> Result<Cache> {
+        let path = root.join("dataset.json");
+        let text = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let fingerprint: Fingerprint = serde_json::from_slice(&text)
+            .map_err(|e| Error::invalid(&path, format!("not a lits cache fingerprint: {e}")))?;
+        if fingerprint.format != FORMAT {
+            return Err(Error::invalid(
+                &path,
+                format!(
+                    "cache format {} is not {FORMAT}; run `lits preprocess` again",
+                    fingerprint.format
+                ),
+            ));
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+            fingerprint,
+        })
+    }
+
+    /// What the cache holds.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// The cached case ids, in order.
+    pub fn ids(&self) -> Vec<u32> {
+        self.fingerprint.cases.iter().map(|c| c.id).collect()
+    }
+
+    /// The entry of case `id`.
+    pub fn entry(&self, id: u32) -> Result<&CaseEntry> {
+        self.fingerprint
+            .cases
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| {
+                Error::invalid(
+                    self.root.join("dataset.json"),
+                    format!("holds no case {id}"),
+                )
+            })
+    }
+
+    /// Case `id` as prepared, intensities not normalised, with its grid record.
+    pub fn load_raw(&self, id: u32) -> Result<(Image, Labels, CaseRecord)> {
+        let entry = self.entry(id)?;
+        let dir = self.root.join("cases").join(case_dir_name(id));
+        let meta_path = dir.join("meta.json");
+        let meta =
+            read_meta(&dir).ok_or_else(|| Error::invalid(&meta_path, "missing or unreadable"))?;
+        if meta.entry.key != entry.key {
+            return Err(Error::invalid(
+                &meta_path,
+                "belongs to another run than dataset.json; run `lits preprocess` again",
+            ));
+        }
+        let grid: Grid = meta.record.prepared().clone();
+        let (shape, image) = npy::read_f32(&dir.join("image.npy"))?;
+        let (lshape, labels) = npy::read_u8(&dir.join("label.npy"))?;
+        for (what, s) in [("image.npy", shape), ("label.npy", lshape)] {
+            if s != grid.shape {
+                return Err(Error::invalid(
+                    dir.join(what),
+                    format!("shape {s:?}, meta.json says {:?}", grid.shape),
+                ));
+            }
+        }
+        let vol = |data| Volume {
+            data,
+            spacing: grid.spacing,
+            affine: grid.affine,
+        };
+        let image = vol(Array3::from_shape_vec(shape, image).expect("shape checked"));
+        let labels = Volume {
+            data: Array3::from_shape_vec(lshape, labels).expect("shape checked"),
+            spacing: grid.spacing,
+            affine: grid.affine,
+        };
+        Ok((image, labels, meta.record))
+    }
+
+    /// Case `id` ready for training: intensities normalised as `dataset.json` says.
+    pub fn load(&self, id: u32) -> Result<(Image, Labels)> {
+        let (mut image, labels, _) = self.load_raw(id)?;
+        let normaliser = self.fingerprint.normaliser.ok_or_else(|| {
+            Error::invalid(
+                self.root.join("dataset.json"),
+                "has no intensity normalisation (see its `failed` list)",
+            )
+        })?;
+        normaliser.apply_image(&mut image);
+        Ok((image, labels))
+    }
+}
+
+/// The `.npy` format (version 1.0), for the 3-D little-endian arrays of the cache.
+mod npy {
+    use super::*;
+
+    /// Element types the cache stores.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Dtype {
+        F32,
+        U8,
+    }
+
+    impl Dtype {
+        fn descr(self) -> &'static str {
+            match self {
+                Dtype::F32 => "<f4",
+                Dtype::U8 => "|u1",
+            }
+        }
+
+        fn size(self) -> usize {
+            match self {
+                Dtype::F32 => 4,
+                Dtype::U8 => 1,
+            }
+        }
+    }
+
+    const MAGIC: &[u8] = b"\x93NUMPY\x01\x00";
+
+    pub(super) fn write(path: &Path, dtype: Dtype, shape: [usize; 3], data: &[u8]) -> Result<()> {
+        assert_eq!(data.len(), shape.iter().product::<usize>() * dtype.size());
+        let mut header = format!(
+            "{{'descr': '{}', 'fortran_order': False, 'shape': ({}, {}, {}), }}",
+            dtype.descr(),
+            shape[0],
+            shape[1],
+            shape[2]
+        );
+        // Magic, 2 length bytes, header and newline: a multiple of 64 bytes.
+        let total = MAGIC.len() + 2 + header.len() + 1;
+        header.extend(std::iter::repeat_n(' ', total.next_multiple_of(64) - total));
+        header.push('\n');
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 2 + header.len() + data.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        write_file(path, &bytes)
+    }
+
+    fn read(path: &Path, dtype: Dtype) -> Result<([usize; 3], Vec<u8>)> {
+        let bad = |msg: &str| Error::invalid(path, format!("not a cached array: {msg}"));
+        let mut bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        if bytes.len() < MAGIC.len() + 2 || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(bad("no .npy 1.0 header"));
+        }
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let start = 10 + len;
+        let header = bytes
+            .get(10..start)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .ok_or_else(|| bad("header cut short"))?;
+        if !header.contains(&format!("'descr': '{}'", dtype.descr()))
+            || !header.contains("'fortran_order': False")
+        {
+            return Err(bad(&format!("expected a C-order {} array", dtype.descr())));
+        }
+        let dims: Vec<usize> = header
+            .split("'shape': (")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
+            .unwrap_or_default();
+        let [a, b, c] = dims[..] else {
+            return Err(bad("shape is not 3-D"));
+        };
+        let n = a * b * c * dtype.size();
+        if bytes.len() - start != n {
+            return Err(bad(&format!(
+                "{} data bytes for shape ({a}, {b}, {c}), expected {n}",
+                bytes.len() - start
+            )));
+        }
+        bytes.drain(..start);
+        Ok(([a, b, c], bytes))
+    }
+
+    pub(super) fn read_f32(path: &Path) -> Result<([usize; 3], Vec<f32>)> {
+        let (shape, bytes) = read(path, Dtype::F32)?;
+        let values = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((shape, values))
+    }
+
+    pub(super) fn read_u8(path: &Path) -> Result<([usize; 3], Vec<u8>)> {
+        read(path, Dtype::U8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trips_and_numpy_header_is_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        let values = [1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0];
+        npy::write(
+            &p,
+            npy::Dtype::F32,
+            [1, 2, 3],
+            &f32_bytes(values.iter().copied()),
+        )
+        .unwrap();
+        let bytes = fs::read(&p).unwrap();
+        assert_eq!(
+            (10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64,
+            0
+        );
+        assert_eq!(npy::read_f32(&p).unwrap(), ([1, 2, 3], values.to_vec()));
+        assert!(npy::read_u8(&p).is_err(), "dtype is checked");
+        fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(npy::read_f32(&p).unwrap_err().to_string().contains("a.npy"));
+    }
+
+    #[test]
+    fn pairs_with_other_shapes_affines_or_labels_are_refused() {
+        let img = Volume::with_spacing(Array3::<f32>::zeros((4, 4, 2)), [1.0, 1.0, 2.0]);
+        let lab = img.map_data(Array3::<u8>::zeros((4, 4, 2)));
+        assert!(check_pair(&img, &lab).is_ok());
+        let other = Volume::with_spacing(Array3::<u8>::zeros((4, 4, 3)), [1.0, 1.0, 2.0]);
+        assert!(check_pair(&img, &other).unwrap_err().contains("shape"));
+        let mut moved = lab.clone();
+        moved.affine[0][3] = 5.0;
+        assert!(check_pair(&img, &moved).unwrap_err().contains("affine"));
+        let mut bad = lab.clone();
+        bad.data[[0, 0, 0]] = 3;
+        bad.data[[1, 0, 0]] = 255;
+        let e = check_pair(&img, &bad).unwrap_err();
+        assert!(
+            e.contains("3 (1 voxels)") && e.contains("255 (1 voxels)"),
+            "{e}"
+        );
+    }
+}

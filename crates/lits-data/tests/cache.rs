@@ -1,0 +1,324 @@
+//! The preprocessed-case cache: what is redone when, bad cases, interrupted runs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lits_data::cache::{self, Cache, Event, Report};
+use lits_data::intensity::Intensity;
+use lits_data::nifti::{self, Geometry, ImageDtype};
+use lits_data::preprocess::{PreprocessConfig, SpacingConfig};
+use lits_data::{Image, Labels, Volume};
+use ndarray::Array3;
+
+const SHAPE: [usize; 3] = [24, 20, 8];
+
+/// A small case: soft tissue with a block of liver (80 HU) and a tumor voxel (40 HU).
+fn case(id: u32) -> (Image, Labels) {
+    let img = Array3::from_shape_fn(SHAPE, |(i, j, k)| {
+        let liver = (6..14).contains(&i) && (5..12).contains(&j) && (2..6).contains(&k);
+        if liver {
+            80.0 + id as f32
+        } else {
+            ((i + 2 * j + 3 * k) % 40) as f32 - 20.0
+        }
+    });
+    let lab = Array3::from_shape_fn(SHAPE, |(i, j, k)| {
+        let liver = (6..14).contains(&i) && (5..12).contains(&j) && (2..6).contains(&k);
+        u8::from(liver) + u8::from(liver && i == 9 && j == 8)
+    });
+    let spacing = [0.8, 0.8, 2.5];
+    (
+        Volume::with_spacing(img, spacing),
+        Volume::with_spacing(lab, spacing),
+    )
+}
+
+fn write(dir: &Path, id: u32, img: &Image, lab: &Labels) {
+    let geom = Geometry::from_affine(img.affine);
+    nifti::write_image(
+        &dir.join(format!("volume-{id}.nii")),
+        img,
+        &geom,
+        ImageDtype::I16 {
+            slope: 1.0,
+            inter: 0.0,
+        },
+    )
+    .unwrap();
+    nifti::write_labels(
+        &dir.join(format!("segmentation-{id}.nii")),
+        lab,
+        &Geometry::from_affine(lab.affine),
+    )
+    .unwrap();
+}
+
+fn dataset(ids: &[u32]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for &id in ids {
+        let (img, lab) = case(id);
+        write(dir.path(), id, &img, &lab);
+    }
+    dir
+}
+
+fn config(target: f64, intensity: Intensity) -> PreprocessConfig {
+    PreprocessConfig::Spacing(SpacingConfig {
+        target_spacing: Some([target, target, 2.5]),
+        intensity,
+        ..SpacingConfig::default()
+    })
+}
+
+fn window() -> Intensity {
+    Intensity::Window {
+        lower: -100.0,
+        upper: 200.0,
+    }
+}
+
+fn build(data: &Path, cfg: &PreprocessConfig, out: &Path) -> Report {
+    let events = std::sync::Mutex::new(Vec::new());
+    let r = cache::build(data, cfg, out, &|e| events.lock().unwrap().push(e)).unwrap();
+    let events = events.into_inner().unwrap();
+    // One start, then one event per case of the dataset.
+    assert!(matches!(events[0], Event::Start { .. }));
+    let n =
+        r.processed.len() + r.unchanged.len() + r.failed.iter().filter(|f| f.id.is_some()).count();
+    assert_eq!(events.len(), n + 1);
+    r
+}
+
+fn modified(p: &Path) -> std::time::SystemTime {
+    fs::metadata(p).unwrap().modified().unwrap()
+}
+
+fn case_file(out: &Path, id: u32, name: &str) -> PathBuf {
+    out.join("cases").join(format!("case-{id}")).join(name)
+}
+
+#[test]
+fn first_run_caches_everything_and_loads_normalised() {
+    let data = dataset(&[0, 1, 2]);
+    let out = tempfile::tempdir().unwrap();
+    let r = build(data.path(), &config(1.6, window()), out.path());
+    assert_eq!(
+        (r.processed, r.unchanged, r.failed.len()),
+        (vec![0, 1, 2], vec![], 0)
+    );
+
+    let c = Cache::open(out.path()).unwrap();
+    assert_eq!(c.ids(), vec![0, 1, 2]);
+    let fp = c.fingerprint();
+    assert_eq!(fp.cases[0].image.sha256.len(), 64);
+    assert_eq!(
+        fp.cases[0].image.size,
+        fs::metadata(data.path().join("volume-0.nii"))
+            .unwrap()
+            .len()
+    );
+    assert_eq!(fp.cases[0].source_shape, SHAPE);
+    assert_eq!(fp.cases[0].shape, [12, 10, 8]);
+    assert_eq!(fp.cases[0].spacing, [1.6, 1.6, 2.5]);
+    assert!(fp.intensity_stats.as_ref().unwrap().count > 0);
+
+    let (img, lab) = c.load(1).unwrap();
+    assert_eq!(img.shape(), [12, 10, 8]);
+    assert!(
+        img.data.iter().all(|v| (0.0..=1.0).contains(v)),
+        "window normalised to 0..1"
+    );
+    // The liver (81 HU) maps to (81 + 100) / 300.
+    let liver: Vec<f32> = img
+        .data
+        .iter()
+        .zip(lab.data.iter())
+        .filter(|(_, &l)| l == 1)
+        .map(|(v, _)| *v)
+        .collect();
+    assert!(!liver.is_empty() && liver.iter().all(|v| (v - 181.0 / 300.0).abs() < 1e-5));
+    // The arrays are plain .npy files.
+    let npy = fs::read(case_file(out.path(), 1, "image.npy")).unwrap();
+    assert_eq!(&npy[..6], b"\x93NUMPY");
+}
+
+#[test]
+fn rerun_redoes_nothing_and_a_changed_file_redoes_its_case_only() {
+    let data = dataset(&[0, 1, 2]);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(1.6, window());
+    build(data.path(), &cfg, out.path());
+    let before = modified(&case_file(out.path(), 0, "image.npy"));
+
+    let r = build(data.path(), &cfg, out.path());
+    assert_eq!((r.processed, r.unchanged), (vec![], vec![0, 1, 2]));
+    assert_eq!(modified(&case_file(out.path(), 0, "image.npy")), before);
+
+    // New content for case 1's labels: only case 1 is redone.
+    let (img, mut lab) = case(1);
+    // An even index, so the 2× downsampling keeps it (source index = 2 × target index).
+    lab.data[[8, 6, 3]] = 2;
+    write(data.path(), 1, &img, &lab);
+    let r = build(data.path(), &cfg, out.path());
+    assert_eq!((r.processed, r.unchanged), (vec![1], vec![0, 2]));
+    let (_, cached, _) = Cache::open(out.path()).unwrap().load_raw(1).unwrap();
+    assert_eq!(cached.data.iter().filter(|&&l| l == 2).count(), 1);
+
+    // Rewritten with the same bytes (a new time stamp): hashed again, found unchanged.
+    write(data.path(), 2, &case(2).0, &case(2).1);
+    let r = build(data.path(), &cfg, out.path());
+    assert_eq!((r.processed, r.unchanged), (vec![], vec![0, 1, 2]));
+}
+
+#[test]
+fn a_changed_config_redoes_every_case() {
+    let data = dataset(&[3, 4]);
+    let out = tempfile::tempdir().unwrap();
+    build(data.path(), &config(1.6, window()), out.path());
+    let r = build(data.path(), &config(2.4, window()), out.path());
+    assert_eq!(r.processed, vec![3, 4]);
+    assert_eq!(
+        Cache::open(out.path()).unwrap().fingerprint().cases[0].shape,
+        [8, 7, 8]
+    );
+    // The intensity scheme is applied on loading, but it is part of the config too.
+    let r = build(data.path(), &config(2.4, Intensity::None), out.path());
+    assert_eq!(r.processed, vec![3, 4]);
+}
+
+#[test]
+fn bad_cases_are_all_reported_and_good_ones_cached() {
+    let data = dataset(&[0, 1, 2, 3, 4]);
+    let out = tempfile::tempdir().unwrap();
+    build(data.path(), &config(1.6, window()), out.path());
+    let d = data.path();
+    // 1: a label value outside 0..2.
+    let (img, mut lab) = case(1);
+    lab.data[[0, 0, 0]] = 3;
+    write(d, 1, &img, &lab);
+    // 2: labels on another shape.
+    let (img, _) = case(2);
+    let small = Volume::with_spacing(Array3::<u8>::zeros((24, 20, 7)), [0.8, 0.8, 2.5]);
+    write(d, 2, &img, &small);
+    // 3: labels on a shifted grid.
+    let (img, mut lab) = case(3);
+    lab.affine[0][3] = 4.0;
+    write(d, 3, &img, &lab);
+    // 5: an image without labels.
+    let (img, _) = case(5);
+    nifti::write_image(
+        &d.join("volume-5.nii"),
+        &img,
+        &Geometry::from_affine(img.affine),
+        ImageDtype::F32,
+    )
+    .unwrap();
+    // 4 becomes unreadable.
+    fs::write(d.join("volume-4.nii"), b"not a nifti file").unwrap();
+
+    let r = build(d, &config(1.6, window()), out.path());
+    assert_eq!(r.unchanged, vec![0]);
+    let got: Vec<(Option<u32>, String)> = r
+        .failed
+        .iter()
+        .map(|f| {
+            (
+                f.id,
+                f.path.file_name().unwrap().to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(Option<u32>, String)> = [
+        (1, "segmentation-1.nii"),
+        (2, "segmentation-2.nii"),
+        (3, "segmentation-3.nii"),
+        (4, "volume-4.nii"),
+        (5, "volume-5.nii"),
+    ]
+    .iter()
+    .map(|(i, p)| (Some(*i), p.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert!(
+        r.failed[0].problem.contains("outside 0..2"),
+        "{}",
+        r.failed[0].problem
+    );
+    assert!(
+        r.failed[1].problem.contains("shape"),
+        "{}",
+        r.failed[1].problem
+    );
+    assert!(
+        r.failed[2].problem.contains("affine"),
+        "{}",
+        r.failed[2].problem
+    );
+    assert!(
+        r.failed[4].problem.contains("no segmentation"),
+        "{}",
+        r.failed[4].problem
+    );
+    // Cases cached before that are bad now are gone, so training cannot load them.
+    assert_eq!(r.removed, vec![1, 2, 3, 4]);
+    let c = Cache::open(out.path()).unwrap();
+    assert_eq!(c.ids(), vec![0]);
+    assert_eq!(c.fingerprint().failed.len(), 5);
+    assert!(c.load(1).is_err());
+}
+
+#[test]
+fn no_cases_is_an_error_naming_the_folder() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let e = cache::build(data.path(), &config(1.6, window()), out.path(), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&data.path().display().to_string()) && e.contains("no cases"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_interrupted_run_never_leaves_a_case_that_loads() {
+    let data = dataset(&[0, 1]);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(1.6, window());
+    build(data.path(), &cfg, out.path());
+    // A run killed while writing case 1 leaves its hidden temporary folder; one killed
+    // between swapping folders leaves case 0 without its arrays.
+    let tmp = out.path().join("cases").join(".case-1.999.tmp");
+    fs::create_dir(&tmp).unwrap();
+    fs::write(tmp.join("image.npy"), b"half").unwrap();
+    fs::remove_file(case_file(out.path(), 0, "label.npy")).unwrap();
+    assert!(Cache::open(out.path()).unwrap().load(0).is_err());
+
+    let r = build(data.path(), &cfg, out.path());
+    assert_eq!((r.processed, r.unchanged), (vec![0], vec![1]));
+    assert!(!tmp.exists());
+    assert!(Cache::open(out.path()).unwrap().load(0).is_ok());
+}
+
+#[test]
+fn foreground_zscore_uses_the_statistics_of_every_case() {
+    let data = dataset(&[0, 1, 2]);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(0.8, Intensity::default());
+    build(data.path(), &cfg, out.path());
+    let c = Cache::open(out.path()).unwrap();
+    let stats = c.fingerprint().intensity_stats.clone().unwrap();
+    // Foreground is the liver block, 80 + id HU, equally large in each case: mean 81.
+    assert!((stats.mean - 81.0).abs() < 1e-9, "{}", stats.mean);
+    let sd = (2.0f64 / 3.0).sqrt();
+    assert!((stats.std - sd).abs() < 1e-9);
+    let (img, lab) = c.load(2).unwrap();
+    let v = img
+        .data
+        .iter()
+        .zip(lab.data.iter())
+        .find(|(_, &l)| l == 1)
+        .unwrap()
+        .0;
+    assert!((*v as f64 - 1.0 / sd).abs() < 1e-4, "{v}");
+}
