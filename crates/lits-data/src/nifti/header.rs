@@ -140,6 +140,8 @@ pub struct Header {
     pub datatype: Datatype,
     /// Byte order of the file.
     pub byte_order: ByteOrder,
+    /// Whether the file is gzip-compressed (recognised from its content).
+    pub gzip: bool,
     /// Byte offset of the voxels in the (decompressed) file.
     pub vox_offset: usize,
     /// `scl_slope` as stored.
@@ -259,6 +261,7 @@ impl Header {
             shape,
             datatype,
             byte_order,
+            gzip: false,
             vox_offset: off as usize,
             scl_slope: h.scl_slope,
             scl_inter: h.scl_inter,

@@ -9,6 +9,7 @@
 
 mod geometry;
 mod header;
+mod inspect;
 mod read;
 mod source;
 mod write;
@@ -16,5 +17,6 @@ mod write;
 pub use geometry::{AffineSource, Geometry, UNITS_MM};
 pub(crate) use geometry::polar_rotation;
 pub use header::{ByteOrder, Datatype, Header, HEADER_SIZE};
-pub use read::{read_header, read_image, read_image_with, read_labels, ReadOptions};
+pub use inspect::{inspect, Inspection};
+pub use read::{read_header, read_image, read_image_and_header, read_image_with, read_labels, ReadOptions};
 pub use write::{write_image, write_labels, ImageDtype};

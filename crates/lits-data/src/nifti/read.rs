@@ -71,6 +71,12 @@ pub fn read_image(path: &Path) -> Result<(Image, Geometry)> {
 
 /// [`read_image`] with options (replacing NaN and infinite voxels).
 pub fn read_image_with(path: &Path, opts: &ReadOptions) -> Result<(Image, Geometry)> {
+    let (img, header) = read_image_and_header(path, opts)?;
+    Ok((img, header.geometry))
+}
+
+/// [`read_image_with`], returning the whole checked header.
+pub fn read_image_and_header(path: &Path, opts: &ReadOptions) -> Result<(Image, Header)> {
     let loaded = source::load(path, true, 4)?;
     let h = &loaded.header;
     let mut data = decode_f32(&loaded);
@@ -90,7 +96,8 @@ pub fn read_image_with(path: &Path, opts: &ReadOptions) -> Result<(Image, Geomet
             }
         }
     }
-    Ok((into_volume(data, h), h.geometry.clone()))
+    let img = into_volume(data, h);
+    Ok((img, loaded.header))
 }
 
 /// Read a label map as u8; refuses a value (after scaling) that is not an integer 0..=255.

@@ -51,14 +51,14 @@ pub(crate) fn load(path: &Path, data: bool, out_bytes_per_voxel: u64) -> Result<
         if !data {
             // Only the header: decompress no more than its bytes.
             let head = gunzip_prefix(path, std::io::Cursor::new(first).chain(file))?;
-            let header = Header::parse(path, &head)?;
+            let header = Header { gzip: true, ..Header::parse(path, &head)? };
             check_gzip_capacity(path, &header, meta.len())?;
             return Ok(Loaded { header, buf: Vec::new(), start: 0 });
         }
         let mut comp = first;
         file.read_to_end(&mut comp).map_err(|e| Error::io(path, e))?;
         let head = gunzip_prefix(path, &comp[..])?;
-        let header = Header::parse(path, &head)?;
+        let header = Header { gzip: true, ..Header::parse(path, &head)? };
         let need = check_gzip_capacity(path, &header, comp.len() as u64)?;
         check_memory(path, &header, need + comp.len() as u64, out_bytes_per_voxel)?;
         let buf = gunzip(path, &comp, need)?;
