@@ -80,8 +80,7 @@ pub fn read_image_and_header(path: &Path, opts: &ReadOptions) -> Result<(Image, 
     let loaded = source::load(path, true, 4)?;
     let h = &loaded.header;
     let mut data = decode_f32(&loaded);
-    if h.datatype.is_float() || h.scaling().is_some() {
-        // Integers become non-finite only through a huge slope; floats may be anything.
+    if may_be_non_finite(h) {
         if !opts.keep_non_finite {
             let (count, first) = count_non_finite(&data);
             if count > 0 {
@@ -123,6 +122,22 @@ pub fn read_header(path: &Path) -> Result<Header> {
 fn into_volume<T>(data: Vec<T>, h: &Header) -> Volume<T> {
     let data = Array3::from_shape_vec(h.shape, data).expect("decoded buffer matches the header's shape");
     Volume { data, spacing: h.geometry.spacing(), affine: h.geometry.affine }
+}
+
+/// Whether scaled voxels can be NaN or infinite: floats can be anything; integers only when
+/// the scaling takes an extreme of their type beyond f32's range.
+fn may_be_non_finite(h: &Header) -> bool {
+    let (lo, hi) = match h.datatype {
+        Datatype::F32 | Datatype::F64 => return true,
+        Datatype::U8 => (0.0, 255.0),
+        Datatype::I8 => (-128.0, 127.0),
+        Datatype::U16 => (0.0, 65535.0),
+        Datatype::I16 => (-32768.0, 32767.0),
+        Datatype::U32 => (0.0, 4294967295.0),
+        Datatype::I32 => (-2147483648.0, 2147483647.0),
+    };
+    let (s, i) = scaling_f64(h);
+    [lo, hi].iter().any(|&v| !((v * s + i) as f32).is_finite())
 }
 
 /// Slope and intercept in f64 (identity when the header asks for no scaling).
