@@ -250,6 +250,23 @@ impl CaseRecord {
     /// with the source's affine: resampled back (nearest), pasted into the crop, reoriented
     /// back. In mlfcore mode each cube voxel fills its 2×2×2 block; outside the cube is 0.
     pub fn restore_labels(&self, pred: &Labels) -> Result<Labels> {
+        self.restore(pred, 0u8, |v, g| resample::resample_labels(v, g, LabelInterp::Nearest))
+    }
+
+    /// A float map on the prepared grid (one class's probabilities) brought back onto the
+    /// source grid like [`CaseRecord::restore_labels`], but resampled trilinearly; voxels
+    /// outside the prepared region get `fill` (1 for background, 0 for other classes).
+    pub fn restore_image(&self, pred: &Image, fill: f32) -> Result<Image> {
+        self.restore(pred, fill, resample::resample_image)
+    }
+
+    /// The shared path of the two restores; `resample` maps the prepared grid onto the crop.
+    fn restore<T: Clone>(
+        &self,
+        pred: &Volume<T>,
+        fill: T,
+        resample: impl Fn(&Volume<T>, &Grid) -> Result<Volume<T>>,
+    ) -> Result<Volume<T>> {
         if pred.shape() != self.prepared().shape {
             return Err(Error::Config {
                 field: "prediction".into(),
@@ -267,16 +284,15 @@ impl CaseRecord {
                 crop: rec,
                 ..
             } => {
-                let on_crop = resample::resample_labels(
+                let on_crop = resample(
                     &Volume {
                         data: pred.data.clone(),
                         spacing: self.prepared().spacing,
                         affine: self.prepared().affine,
                     },
                     &crop_grid(rec),
-                    LabelInterp::Nearest,
                 )?;
-                let full = crop::paste(&on_crop, rec, 0u8)?;
+                let full = crop::paste(&on_crop, rec, fill)?;
                 Ok(if *canonical {
                     undo_canonical(&full, source)
                 } else {
@@ -289,12 +305,10 @@ impl CaseRecord {
                 cube_start,
                 ..
             } => {
-                let mut data = Array3::<u8>::zeros(source.shape);
+                let mut data = Array3::from_elem(source.shape, fill);
                 let n = source.shape;
-                for ((a, b, c), &v) in pred.data.indexed_iter() {
-                    if v == 0 {
-                        continue;
-                    }
+                // Cube voxels map to disjoint 2×2×2 blocks, so the order of writes is free.
+                for ((a, b, c), v) in pred.data.indexed_iter() {
                     let p = [
                         a as i64 + cube_start[0],
                         b as i64 + cube_start[1],
@@ -306,7 +320,7 @@ impl CaseRecord {
                                 let q =
                                     [2 * p[0] + di, 2 * p[1] + dj, 2 * p[2] + dk - slice_offset];
                                 if (0..3).all(|x| q[x] >= 0 && (q[x] as usize) < n[x]) {
-                                    data[[q[0] as usize, q[1] as usize, q[2] as usize]] = v;
+                                    data[[q[0] as usize, q[1] as usize, q[2] as usize]] = v.clone();
                                 }
                             }
                         }

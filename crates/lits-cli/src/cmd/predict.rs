@@ -1,0 +1,94 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use lits_train::predict::{PredictOptions, Predictor};
+
+/// Arguments of `lits predict`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// NIfTI scans (`.nii`, `.nii.gz`) or folders of them.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Folder for the masks (`volume-N` → `segmentation-N.nii.gz`, else `<stem>_seg.nii.gz`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Run directory of `lits train` (best weights, config, plans).
+    #[arg(long, conflicts_with_all = ["weights", "config"], required_unless_present_all = ["weights", "config"])]
+    run: Option<PathBuf>,
+    /// Weights (`.safetensors`) instead of `--run`; needs `--config`.
+    #[arg(long, requires = "config")]
+    weights: Option<PathBuf>,
+    /// Training config instead of `--run` (a `plans.json` beside it is used when present).
+    #[arg(long, requires = "weights")]
+    config: Option<PathBuf>,
+    /// Write the network's argmax as it is (no largest-liver-component clean-up).
+    #[arg(long)]
+    no_postprocess: bool,
+    /// Run the network on the stored voxels (no reorientation, resampling or normalisation).
+    #[arg(long)]
+    no_preprocess: bool,
+    /// Also write float32 probabilities, `<mask stem>_prob<class>.nii.gz`.
+    #[arg(long)]
+    probabilities: bool,
+    /// Average the softmax over the eight mirrorings of each window.
+    #[arg(long)]
+    tta: bool,
+}
+
+/// The scans named on the command line, folders expanded to their NIfTI files (sorted).
+fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("{}: cannot list the folder", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && is_nifti(f))
+                .collect();
+            if found.is_empty() {
+                bail!("{}: holds no .nii or .nii.gz file", p.display());
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn is_nifti(p: &Path) -> bool {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.ends_with(".nii") || name.ends_with(".nii.gz")
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let files = expand(&args.inputs)?;
+    let predictor = match (&args.run, &args.weights, &args.config) {
+        (Some(run), _, _) => Predictor::from_run(run)?,
+        (None, Some(w), Some(c)) => Predictor::from_files(w, c)?,
+        _ => bail!("give --run RUN_DIR, or --weights FILE and --config FILE"),
+    };
+    let opts = PredictOptions {
+        postprocess: !args.no_postprocess,
+        preprocess: !args.no_preprocess,
+        probabilities: args.probabilities,
+        tta: args.tta,
+    };
+    let mut failed = 0usize;
+    for f in &files {
+        match predictor.predict_file(f, &args.out, &opts) {
+            Ok(out) => eprintln!("{} -> {}", f.display(), out.display()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} of {} scans could not be segmented", files.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
