@@ -17,12 +17,15 @@ struct Cli {
 enum Command {
     /// Report lits, libtorch, CUDA and cuDNN versions, devices, threads, CPU and OS.
     Env(cmd::env::Args),
+    /// Write a synthetic abdominal CT dataset (LiTS layout) for trying lits without data.
+    Synth(cmd::synth::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Env(args) => cmd::env::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
     };
     match result {
         Ok(code) => code,

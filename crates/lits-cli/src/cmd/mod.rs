@@ -1,3 +1,4 @@
 //! One module per subcommand: argument struct plus `run`.
 
 pub mod env;
+pub mod synth;
