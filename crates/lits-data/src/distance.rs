@@ -29,7 +29,7 @@ pub fn edt_squared(feature: &ArrayView3<bool>, spacing: [f64; 3]) -> Array3<f64>
     let slabs = slab_transform(feature, spacing, |_, g, env| {
         let n2 = dim.2;
         for row in g.chunks_exact_mut(n2.max(1)) {
-            env.load(row.iter().copied(), spacing[2]);
+            env.load(row, spacing[2]);
             if env.is_empty() {
                 continue;
             }
@@ -244,7 +244,7 @@ fn distances_at(query: &Array3<bool>, feature: &Array3<bool>, spacing: [f64; 3])
             if !any(q) {
                 continue;
             }
-            env.load(g[j * n2..(j + 1) * n2].iter().copied(), spacing[2]);
+            env.load(&g[j * n2..(j + 1) * n2], spacing[2]);
             for (k, _) in q.iter().enumerate().filter(|(_, &q)| q) {
                 out.push(env.eval_next(k).sqrt());
             }
@@ -278,26 +278,46 @@ fn slab_transform<R: Send>(
     (0..n0)
         .into_par_iter()
         .map_init(
-            || (Envelope::new(n1.max(n2)), vec![f64::INFINITY; slab_len], Vec::with_capacity(n1)),
-            |(env, g, col), i| {
-                for (out, &d) in g.iter_mut().zip(&along0[i * slab_len..(i + 1) * slab_len]) {
-                    *out = if d == NONE { f64::INFINITY } else { (d as f64 * spacing[0]).powi(2) };
-                }
-                for k in 0..n2 {
-                    col.clear();
-                    col.extend((0..n1).map(|j| g[j * n2 + k]));
-                    env.load(col.iter().copied(), spacing[1]);
+            || (Envelope::new(n1.max(n2)), vec![f64::INFINITY; slab_len], vec![f64::INFINITY; slab_len]),
+            |(env, g, t), i| {
+                // Pass 2 runs on the transposed slab, where axis-1 lines are contiguous.
+                let s0 = spacing[0];
+                transpose(&along0[i * slab_len..(i + 1) * slab_len], n1, n2, t, |d| {
+                    if d == NONE {
+                        f64::INFINITY
+                    } else {
+                        (d as f64 * s0).powi(2)
+                    }
+                });
+                for line in t.chunks_exact_mut(n1.max(1)) {
+                    env.load(line, spacing[1]);
                     if env.is_empty() {
                         continue;
                     }
-                    for j in 0..n1 {
-                        g[j * n2 + k] = env.eval_next(j);
+                    for (j, out) in line.iter_mut().enumerate() {
+                        *out = env.eval_next(j);
                     }
                 }
+                transpose(t, n2, n1, g, |v| v);
                 finish(i, g, env)
             },
         )
         .collect()
+}
+
+/// `dst[c * rows + r] = f(src[r * cols + c])`: the transpose of a row-major `rows × cols`
+/// matrix, in tiles small enough that both sides stay in cache.
+fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [f64], f: impl Fn(T) -> f64) {
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = f(src[r * cols + c]);
+                }
+            }
+        }
+    }
 }
 
 /// No feature voxel on the line.
@@ -339,13 +359,22 @@ fn axis0_distances(feature: &ArrayView3<bool>) -> Array3<u32> {
 
 /// The lower envelope of the parabolas `f[q] + (s·(x − q))²` over the finite `f[q]` of
 /// one line, evaluated at increasing `x`.
+///
+/// Heights are kept divided by `s²`, so parabolas are `h[q] + (x − q)²`, and the boundary
+/// between two neighbours is kept as a fraction `zn / zd` (with `zd > 0`): comparing
+/// fractions by cross-multiplication avoids a division per voxel, the costliest step.
 struct Envelope {
-    /// Apex positions of the parabolas on the envelope.
-    v: Vec<usize>,
-    /// Their heights `f[v[k]]`.
+    /// Apex positions of the parabolas on the envelope (first `len` entries).
+    v: Vec<f64>,
+    /// Their heights over `s²`.
     h: Vec<f64>,
-    /// Boundaries: parabola `k` is lowest on `[z[k], z[k + 1]]`.
-    z: Vec<f64>,
+    /// `h + v²`, the term the boundaries are computed from.
+    a: Vec<f64>,
+    /// Boundaries: parabola `k` is lowest from `zn[k] / zd[k]` to the next boundary
+    /// (`k = 0` reaches to −∞ and its entries are unused).
+    zn: Vec<f64>,
+    zd: Vec<f64>,
+    len: usize,
     s2: f64,
     /// Cursor of the last evaluation.
     k: usize,
@@ -353,54 +382,61 @@ struct Envelope {
 
 impl Envelope {
     fn new(n: usize) -> Self {
-        Envelope { v: Vec::with_capacity(n), h: Vec::with_capacity(n), z: Vec::with_capacity(n + 1), s2: 1.0, k: 0 }
+        let z = || vec![0.0; n];
+        Envelope { v: z(), h: z(), a: z(), zn: z(), zd: z(), len: 0, s2: 1.0, k: 0 }
     }
 
     fn is_empty(&self) -> bool {
-        self.v.is_empty()
+        self.len == 0
     }
 
     /// Build the envelope of `f` (infinite entries are no parabola) with spacing `s`.
-    fn load(&mut self, f: impl Iterator<Item = f64>, s: f64) {
-        let s2 = s * s;
-        self.s2 = s2;
-        self.v.clear();
-        self.h.clear();
-        self.z.clear();
-        self.k = 0;
-        for (q, fq) in f.enumerate() {
+    fn load(&mut self, f: &[f64], s: f64) {
+        if self.v.len() < f.len() {
+            *self = Envelope::new(f.len());
+        }
+        self.s2 = s * s;
+        let inv = 1.0 / self.s2;
+        let (v, h, a, zn, zd) = (&mut self.v, &mut self.h, &mut self.a, &mut self.zn, &mut self.zd);
+        let mut len = 0;
+        for (q, &fq) in f.iter().enumerate() {
             if !fq.is_finite() {
                 continue;
             }
-            let qf = q as f64;
-            let mut cross = f64::NEG_INFINITY;
-            while let (Some(&p), Some(&hp)) = (self.v.last(), self.h.last()) {
-                let pf = p as f64;
-                // Where parabola q starts to lie below parabola p.
-                cross = ((fq + s2 * qf * qf) - (hp + s2 * pf * pf)) / (2.0 * s2 * (qf - pf));
-                if cross <= *self.z.last().expect("one boundary per parabola") {
-                    self.v.pop();
-                    self.h.pop();
-                    self.z.pop();
-                    cross = f64::NEG_INFINITY;
+            let (qf, hq) = (q as f64, fq * inv);
+            let aq = hq + qf * qf;
+            // Parabola q lies below the last one from x = num / den on.
+            let (mut num, mut den) = (0.0, 1.0);
+            while len > 0 {
+                let p = len - 1;
+                num = aq - a[p];
+                den = 2.0 * (qf - v[p]);
+                if p > 0 && num * zd[p] <= zn[p] * den {
+                    // The last parabola is nowhere lowest any more.
+                    len -= 1;
                 } else {
                     break;
                 }
             }
-            self.v.push(q);
-            self.h.push(fq);
-            self.z.push(cross);
+            v[len] = qf;
+            h[len] = hq;
+            a[len] = aq;
+            zn[len] = num;
+            zd[len] = den;
+            len += 1;
         }
+        self.len = len;
+        self.k = 0;
     }
 
     /// The envelope at `x`; successive calls must not decrease `x`.
     fn eval_next(&mut self, x: usize) -> f64 {
         let xf = x as f64;
-        while self.k + 1 < self.v.len() && self.z[self.k + 1] < xf {
+        while self.k + 1 < self.len && self.zn[self.k + 1] < xf * self.zd[self.k + 1] {
             self.k += 1;
         }
-        let d = xf - self.v[self.k] as f64;
-        self.h[self.k] + self.s2 * d * d
+        let d = xf - self.v[self.k];
+        self.s2 * (self.h[self.k] + d * d)
     }
 }
 
