@@ -10,7 +10,7 @@ setup:
 
 ## Train on the built-in default data (synthetic CT phantoms) with configs/quickstart.json.
 train: setup
-	$(CARGO) run --release -p lits-cli -- env
+	$(CARGO) run --release -p lits-cli -- train
 
 ## The whole test suite: Rust unit, integration and end-to-end tests, with the Python peers.
 test: setup

@@ -1,0 +1,145 @@
+//! Checkpoints: one safetensors file holding the model's variables (`model.<name>`, the
+//! original's Lightning naming), the optimiser's state (`optim.<name>.<slot>`) and, in the
+//! header's metadata, everything else a resumed run needs as JSON.
+//!
+//! Written atomically (temporary file, fsync, rename, directory fsync): a run killed at
+//! any moment leaves either the previous checkpoint or the new one, never a torn file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{de::DeserializeOwned, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+const STATE_KEY: &str = "lits_state";
+
+/// Named tensors plus a JSON state, as stored.
+#[derive(Debug)]
+pub struct Checkpoint<S> {
+    /// Tensors by name.
+    pub tensors: Vec<(String, Tensor)>,
+    /// The rest of the state.
+    pub state: S,
+}
+
+fn dtype(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Uint8 => Dtype::U8,
+        k => return Err(Error::Checkpoint(format!("cannot store tensors of kind {k:?}"))),
+    })
+}
+
+fn kind(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::U8 => Kind::Uint8,
+        _ => return None,
+    })
+}
+
+/// Raw little-endian bytes of a tensor on the CPU.
+pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
+    let t = t.to_device(tch::Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut buf = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.copy_data_u8(&mut buf, numel);
+    buf
+}
+
+/// Serialises tensors and state into the bytes of one safetensors file.
+pub fn to_bytes<S: Serialize>(tensors: &[(String, Tensor)], state: &S) -> Result<Vec<u8>> {
+    let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), tensor_bytes(t), dtype(t.kind())?, t.size().iter().map(|&d| d as usize).collect())))
+        .collect::<Result<_>>()?;
+    let views = bytes
+        .iter()
+        .map(|(n, b, d, s)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Checkpoint(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let json = serde_json::to_string(state).map_err(|e| Error::Checkpoint(e.to_string()))?;
+    let meta = HashMap::from([(STATE_KEY.to_owned(), json)]);
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Checkpoint(e.to_string()))
+}
+
+/// Writes a checkpoint atomically.
+pub fn save<S: Serialize>(path: &Path, tensors: &[(String, Tensor)], state: &S) -> Result<()> {
+    let bytes = to_bytes(tensors, state)?;
+    lits_data::atomic::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Reads a checkpoint written by [`save`].
+pub fn load<S: DeserializeOwned>(path: &Path) -> Result<Checkpoint<S>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: String| Error::invalid(path, format!("not a lits checkpoint: {msg}"));
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(STATE_KEY))
+        .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata")))?;
+    let state = serde_json::from_str(json).map_err(|e| bad(format!("state: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let k = kind(v.dtype()).ok_or_else(|| bad(format!("tensor {name} has unsupported dtype {:?}", v.dtype())))?;
+            let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
+            Ok((name, Tensor::from_data_size(v.data(), &shape, k)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Checkpoint { tensors, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct St {
+        epoch: u32,
+        note: String,
+    }
+
+    #[test]
+    fn round_trips_tensors_and_state_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        let a = Tensor::randn([3, 4], (Kind::Float, tch::Device::Cpu));
+        let b = Tensor::from_slice(&[7i64]);
+        let st = St { epoch: 3, note: "x".into() };
+        save(&p, &[("model.a".into(), a.shallow_clone()), ("model.b".into(), b.shallow_clone())], &st).unwrap();
+        let c: Checkpoint<St> = load(&p).unwrap();
+        assert_eq!(c.state, st);
+        assert_eq!(c.tensors[0].0, "model.a");
+        assert_eq!(tensor_bytes(&c.tensors[0].1), tensor_bytes(&a));
+        assert_eq!(c.tensors[1].1.int64_value(&[0]), 7);
+    }
+
+    #[test]
+    fn a_torn_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        let st = St { epoch: 1, note: String::new() };
+        let bytes = to_bytes(&[("w".into(), Tensor::ones([100], (Kind::Float, tch::Device::Cpu)))], &st).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let e = load::<St>(&p).unwrap_err().to_string();
+        assert!(e.contains("c.ckpt") && e.contains("not a lits checkpoint"), "{e}");
+    }
+}

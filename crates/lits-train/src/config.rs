@@ -1,0 +1,314 @@
+//! The training configuration (`configs/*.json`): every field documented, unknown fields
+//! rejected, and every value checked before any work starts.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use lits_data::patch::PatchConfig;
+use lits_data::preprocess::PreprocessConfig;
+use lits_data::synth::SynthConfig;
+use lits_model::inference::SlidingWindowConfig;
+use lits_model::loss::LossConfig;
+use lits_model::UNetConfig;
+
+use crate::error::{Error, Result};
+use crate::optim::OptimizerConfig;
+use crate::schedule::ScheduleConfig;
+
+/// Where the cases come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A dataset folder in LiTS or MSD Task03 layout. `null`: synthetic CT phantoms,
+    /// generated on first use into the cache folder.
+    pub dir: Option<PathBuf>,
+    /// The phantoms made when `dir` is `null`.
+    pub synth: SynthConfig,
+    /// Which cases are held out for validation.
+    pub split: SplitConfig,
+    /// Folder for generated phantoms and preprocessed caches. `null`: `$LITS_CACHE_DIR`,
+    /// else `$XDG_CACHE_HOME/lits`, else `~/.cache/lits`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { dir: None, synth: SynthConfig::default(), split: SplitConfig::default(), cache_dir: None }
+    }
+}
+
+/// How the validation cases are chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SplitConfig {
+    /// The original's 13 held-out LiTS ids (17, 64, 27, 114, 74, 45, 61, 38, 106, 100,
+    /// 117, 51, 62).
+    Original,
+    /// These case ids are held out.
+    Ids {
+        /// Held-out case ids.
+        val: Vec<u32>,
+    },
+    /// A seeded random share of the cases (at least one) is held out.
+    Fraction {
+        /// Share held out, in (0, 1).
+        val_fraction: f64,
+    },
+    /// Fold `fold` of a seeded `folds`-fold split.
+    KFold {
+        /// Number of folds.
+        folds: usize,
+        /// Which fold is held out (0-based).
+        fold: usize,
+    },
+    /// A split file (JSON with `train` and `val` id lists).
+    File {
+        /// The file, relative to the config file's folder.
+        path: PathBuf,
+    },
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        SplitConfig::Fraction { val_fraction: 0.2 }
+    }
+}
+
+/// Validation on whole held-out volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Validate after every `every` epochs (and after the last).
+    pub every: u32,
+    /// Sliding-window inference over each held-out volume.
+    pub sliding_window: SlidingWindowConfig,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig { every: 10, sliding_window: SlidingWindowConfig::default() }
+    }
+}
+
+/// Stop when the validation score has not improved for a while.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopConfig {
+    /// Validations without improvement of the mean foreground Dice before stopping.
+    pub patience: u32,
+}
+
+/// Which model is "best".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BestBy {
+    /// Lowest mean training loss of an epoch (the original's choice).
+    TrainLoss,
+    /// Highest mean foreground Dice of a validation.
+    ValDice,
+}
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Name of the run (run folder prefix, MLflow run name).
+    pub name: String,
+    /// The master seed: every generator (libtorch, patch sampling, augmentation, splits,
+    /// phantoms) derives from it.
+    pub seed: u64,
+    /// Deterministic algorithms, cuDNN deterministic on and benchmark off. `false` trades
+    /// bit-for-bit repeatability for speed; the run records which.
+    pub deterministic: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads (0: the number of CPUs). Fixed and recorded, because
+    /// results depend on it.
+    pub threads: usize,
+    /// Background threads cutting patches.
+    pub loader_workers: usize,
+    /// The data.
+    pub data: DataConfig,
+    /// Preprocessing of every case.
+    pub preprocess: PreprocessConfig,
+    /// Training patches and augmentation.
+    pub patches: PatchConfig,
+    /// The network.
+    pub model: UNetConfig,
+    /// The loss.
+    pub loss: LossConfig,
+    /// The optimiser.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// Number of epochs.
+    pub epochs: u32,
+    /// Batches per epoch (an epoch is a fixed number of patches, not a pass over the data).
+    pub steps_per_epoch: u32,
+    /// Validation.
+    pub validation: ValidationConfig,
+    /// How the best checkpoint is chosen.
+    pub best_by: BestBy,
+    /// Optional early stop.
+    pub early_stop: Option<EarlyStopConfig>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            name: "lits".into(),
+            seed: 0,
+            deterministic: true,
+            device: "cpu".into(),
+            threads: 0,
+            loader_workers: 2,
+            data: DataConfig::default(),
+            preprocess: PreprocessConfig::default(),
+            patches: PatchConfig::default(),
+            model: UNetConfig::default(),
+            loss: LossConfig::default(),
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            epochs: 100,
+            steps_per_epoch: 50,
+            validation: ValidationConfig::default(),
+            best_by: BestBy::ValDice,
+            early_stop: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a config file; relative paths inside it are taken from the file's folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut cfg: TrainConfig =
+            serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("bad training config: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(d) = &cfg.data.dir {
+            cfg.data.dir = Some(base.join(d));
+        }
+        if let SplitConfig::File { path: p } = &cfg.data.split {
+            cfg.data.split = SplitConfig::File { path: base.join(p) };
+        }
+        Ok(cfg)
+    }
+
+    /// The libtorch device named by [`TrainConfig::device`].
+    pub fn torch_device(&self) -> Result<tch::Device> {
+        let d = self.device.trim();
+        let bad = || Error::config("device", format!("`{d}` is not `cpu`, `cuda` or `cuda:N`"));
+        let dev = match d {
+            "cpu" => tch::Device::Cpu,
+            "cuda" => tch::Device::Cuda(0),
+            _ => match d.strip_prefix("cuda:") {
+                Some(n) => tch::Device::Cuda(n.parse().map_err(|_| bad())?),
+                None => return Err(bad()),
+            },
+        };
+        if let tch::Device::Cuda(n) = dev {
+            let count = if lits_model::backend::cuda_available() { tch::Cuda::device_count() } else { 0 };
+            if n as i64 >= count {
+                return Err(Error::config("device", format!("`{d}` asked for, but this machine has {count} CUDA device(s)")));
+            }
+        }
+        Ok(dev)
+    }
+
+    /// Checks every value that can be checked without the data.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
+        self.loss.build()?;
+        self.preprocess.validate()?;
+        self.validation.sliding_window.validate()?;
+        if self.data.dir.is_none() {
+            self.data.synth.validate()?;
+        }
+        if self.loss.class_weights.len() as i64 != self.model.num_classes {
+            return Err(Error::config(
+                "loss.class_weights",
+                format!("has {} weights for {} classes", self.loss.class_weights.len(), self.model.num_classes),
+            ));
+        }
+        for (field, v) in [("epochs", self.epochs), ("steps_per_epoch", self.steps_per_epoch), ("validation.every", self.validation.every)] {
+            if v == 0 {
+                return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        if self.patches.batch_size == 0 {
+            return Err(Error::config("patches.batch_size", "must be at least 1"));
+        }
+        for (a, &p) in self.patches.patch.iter().enumerate() {
+            if p == 0 || p % 4 != 0 {
+                return Err(Error::config(
+                    format!("patches.patch[{a}]"),
+                    format!("must be a positive multiple of 4 (the U-Net halves it twice), got {p}"),
+                ));
+            }
+        }
+        match &self.data.split {
+            SplitConfig::Fraction { val_fraction } if !(*val_fraction > 0.0 && *val_fraction < 1.0) => {
+                return Err(Error::config("data.split.val_fraction", format!("must be in (0, 1), got {val_fraction}")));
+            }
+            SplitConfig::KFold { folds, fold } if *folds < 2 || fold >= folds => {
+                return Err(Error::config("data.split", format!("fold {fold} of {folds} folds does not exist")));
+            }
+            _ => {}
+        }
+        if let Some(dir) = &self.data.dir {
+            if !dir.is_dir() {
+                return Err(Error::config("data.dir", format!("{} is not a folder", dir.display())));
+            }
+        }
+        self.torch_device()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, r#"{"epochs": 3, "learning_rate": 0.1}"#).unwrap();
+        let e = TrainConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("c.json") && e.contains("learning_rate"), "{e}");
+    }
+
+    #[test]
+    fn negative_lr_is_refused() {
+        let mut c = TrainConfig::default();
+        c.optimizer = OptimizerConfig::Adam { lr: -1e-4, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("optimizer.lr"), "{e}");
+    }
+
+    #[test]
+    fn missing_data_folder_is_refused() {
+        let mut c = TrainConfig::default();
+        c.data.dir = Some("/nonexistent/lits-data".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("data.dir") && e.contains("/nonexistent/lits-data"), "{e}");
+    }
+
+    #[test]
+    fn odd_patch_is_refused() {
+        let mut c = TrainConfig::default();
+        c.patches.patch = [64, 30, 64];
+        assert!(c.validate().unwrap_err().to_string().contains("patches.patch[1]"));
+    }
+
+    #[test]
+    fn devices_parse() {
+        let mut c = TrainConfig::default();
+        assert_eq!(c.torch_device().unwrap(), tch::Device::Cpu);
+        c.device = "gpu".into();
+        assert!(c.torch_device().unwrap_err().to_string().contains("`gpu`"));
+    }
+}

@@ -1,0 +1,240 @@
+//! The cases a run trains and validates on: the dataset found (or synthetic phantoms made
+//! on first use), the split, and every case preprocessed and normalised in memory.
+//!
+//! What preprocessing resolved to (the working spacing, the intensity normaliser from the
+//! training cases' foreground) is written to the run's `plans.json`, so `predict` applies
+//! exactly the same steps to new scans.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use lits_data::dataset::{self, Case, Split};
+use lits_data::intensity::{CaseStats, IntensityStats, Normaliser};
+use lits_data::preprocess::{self, PreprocessConfig};
+use lits_data::{nifti, synth, Image, Labels};
+
+use crate::config::{SplitConfig, TrainConfig};
+use crate::error::{Error, Result};
+use crate::runlog::RunDir;
+
+/// A held-out case, preprocessed.
+#[derive(Debug)]
+pub struct ValCase {
+    /// Case id as in the file names.
+    pub id: String,
+    /// Normalised image.
+    pub image: Image,
+    /// Labels on the same grid.
+    pub labels: Labels,
+}
+
+/// What preprocessing resolved to for this run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plans {
+    /// The dataset folder.
+    pub dataset: PathBuf,
+    /// The preprocessing configuration.
+    pub preprocess: PreprocessConfig,
+    /// The dataset's median working spacing (used when the config names none).
+    pub median_spacing: Option<[f64; 3]>,
+    /// The intensity normalisation, resolved from the training cases.
+    pub normaliser: Normaliser,
+    /// Foreground intensity statistics of the training cases (when collected).
+    pub intensity_stats: Option<IntensityStats>,
+}
+
+/// Training and validation data of a run.
+#[derive(Debug)]
+pub struct TrainData {
+    /// Training cases (normalised image, labels).
+    pub train: Vec<Arc<(Image, Labels)>>,
+    /// Held-out cases.
+    pub val: Vec<ValCase>,
+    /// How they were made.
+    pub plans: Plans,
+}
+
+/// Where generated phantoms and caches go (see [`crate::config::DataConfig::cache_dir`]).
+pub fn cache_root(cfg: &TrainConfig) -> PathBuf {
+    if let Some(d) = &cfg.data.cache_dir {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("LITS_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("lits");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache").join("lits"),
+        None => std::env::temp_dir().join("lits-cache"),
+    }
+}
+
+/// The dataset folder: `data.dir`, or the phantoms of `data.synth`, generated into the
+/// cache on first use (written aside and renamed, so a killed generation is never used).
+pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
+    if let Some(d) = &cfg.data.dir {
+        return Ok(d.clone());
+    }
+    let key = crate::seed::sha256_json(&cfg.data.synth);
+    let dir = cache_root(cfg).join("synth").join(&key[..16]);
+    if dir.join("synth.json").is_file() {
+        return Ok(dir);
+    }
+    let parent = dir.parent().expect("has a parent");
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(".{}.{}.tmp", &key[..16], std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    tracing::info!("generating {} synthetic CT phantoms into {}", cfg.data.synth.cases, dir.display());
+    synth::write_dataset(&tmp, &cfg.data.synth)?;
+    match std::fs::rename(&tmp, &dir) {
+        Ok(()) => Ok(dir),
+        // Another process made it first: use theirs.
+        Err(_) if dir.join("synth.json").is_file() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(dir)
+        }
+        Err(e) => Err(Error::io(&dir, e)),
+    }
+}
+
+/// The train/validation split the config asks for.
+pub fn resolve_split(cfg: &TrainConfig, ds: &dataset::Dataset) -> Result<Split> {
+    let ids = ds.ids();
+    let split = match &cfg.data.split {
+        SplitConfig::Original => {
+            let orig = Split::lits_original();
+            Split { train: orig.train, val: orig.test, test: Vec::new() }
+        }
+        SplitConfig::Ids { val } => Split {
+            train: ids.iter().copied().filter(|i| !val.contains(i)).collect(),
+            val: val.clone(),
+            test: Vec::new(),
+        },
+        SplitConfig::Fraction { val_fraction } => {
+            let n_val = ((ids.len() as f64 * val_fraction).round() as usize).clamp(1, ids.len().saturating_sub(1).max(1));
+            let folds = Split::k_fold(&ids, ids.len().max(2), cfg.seed)?;
+            // Each fold of an n-fold split holds out one id; take the first n_val of them.
+            let mut val: Vec<u32> = folds.iter().flat_map(|f| f.val.iter().copied()).take(n_val).collect();
+            val.sort_unstable();
+            Split { train: ids.iter().copied().filter(|i| !val.contains(i)).collect(), val, test: Vec::new() }
+        }
+        SplitConfig::KFold { folds, fold } => Split::k_fold(&ids, *folds, cfg.seed)?.swap_remove(*fold),
+        SplitConfig::File { path } => Split::read(path)?,
+    };
+    let train: Vec<u32> = split.train.iter().copied().filter(|i| ids.contains(i)).collect();
+    let missing: Vec<u32> = split.val.iter().copied().filter(|i| !ids.contains(i)).collect();
+    if !missing.is_empty() {
+        return Err(Error::invalid(&ds.root, format!("has no case for the held-out ids {missing:?}")));
+    }
+    if train.is_empty() {
+        return Err(Error::invalid(&ds.root, "leaves no case to train on after the split"));
+    }
+    Ok(Split { train, val: split.val, test: split.test })
+}
+
+struct Loaded {
+    id: u32,
+    image: Image,
+    labels: Labels,
+    affine: [[f64; 4]; 4],
+}
+
+fn load_case(case: &Case) -> Result<Loaded> {
+    let label_path = case
+        .label
+        .as_ref()
+        .ok_or_else(|| Error::invalid(&case.image, "has no segmentation to train on"))?;
+    let (image, _) = nifti::read_image(&case.image)?;
+    let (labels, _) = nifti::read_labels(label_path)?;
+    if image.shape() != labels.shape() {
+        return Err(Error::invalid(
+            label_path,
+            format!("shape {:?} differs from its image's {:?} ({})", labels.shape(), image.shape(), case.image.display()),
+        ));
+    }
+    if let Some(v) = labels.data.iter().find(|&&v| v > 2) {
+        return Err(Error::invalid(label_path, format!("holds label {v}; expected 0 (background), 1 (liver), 2 (tumor)")));
+    }
+    let affine = image.affine;
+    Ok(Loaded { id: case.id, image, labels, affine })
+}
+
+/// Finds, splits, loads and preprocesses the data of a run and writes `split.json` and
+/// `plans.json` into it. Every bad case is reported, not just the first.
+pub fn prepare(cfg: &TrainConfig, run: &RunDir, _progress: bool) -> Result<TrainData> {
+    let dir = dataset_dir(cfg)?;
+    let ds = dataset::discover(&dir)?;
+    let split = resolve_split(cfg, &ds)?;
+    split.write(&run.split())?;
+    let wanted: Vec<&Case> = ds.cases.iter().filter(|c| split.train.contains(&c.id) || split.val.contains(&c.id)).collect();
+    let loaded: Vec<Result<Loaded>> = wanted.par_iter().map(|c| load_case(c)).collect();
+    let errors: Vec<String> = loaded.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    if !errors.is_empty() {
+        return Err(Error::invalid(&dir, format!("{} bad case(s):\n  {}", errors.len(), errors.join("\n  "))));
+    }
+    let loaded: Vec<Loaded> = loaded.into_iter().map(|r| r.expect("checked")).collect();
+
+    let median_spacing = if cfg.preprocess.needs_median_spacing() {
+        let spacings: Vec<[f64; 3]> = loaded
+            .iter()
+            .map(|l| preprocess::working_spacing(&cfg.preprocess, l.image.spacing, &l.affine))
+            .collect();
+        preprocess::median_spacing(&spacings)
+    } else {
+        None
+    };
+    let prepared: Vec<(u32, Image, Labels)> = loaded
+        .into_par_iter()
+        .map(|l| {
+            let p = cfg.preprocess.prepare(&l.image, Some(&l.labels), median_spacing)?;
+            Ok((l.id, p.image, p.labels.expect("labels were given")))
+        })
+        .collect::<Result<_>>()?;
+
+    let intensity = cfg.preprocess.intensity();
+    let stats = if intensity.needs_stats() {
+        let per_case: Vec<CaseStats> = prepared
+            .iter()
+            .filter(|(id, _, _)| split.train.contains(id))
+            .map(|(_, img, lab)| CaseStats::collect(img, lab))
+            .collect();
+        Some(IntensityStats::merge(&per_case))
+    } else {
+        None
+    };
+    let normaliser = intensity.resolve(stats.as_ref())?;
+    let plans = Plans {
+        dataset: dir.clone(),
+        preprocess: cfg.preprocess.clone(),
+        median_spacing,
+        normaliser,
+        intensity_stats: stats,
+    };
+    run.write_json(&run.plans(), &plans)?;
+
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for (id, mut image, labels) in prepared {
+        normaliser.apply_image(&mut image);
+        if split.val.contains(&id) {
+            val.push(ValCase { id: id.to_string(), image, labels });
+        } else {
+            train.push(Arc::new((image, labels)));
+        }
+    }
+    let shapes: Vec<[usize; 3]> = train.iter().map(|c| c.0.shape()).collect();
+    cfg.patches.validate(&shapes)?;
+    Ok(TrainData { train, val, plans })
+}
+
+/// The dataset folder a run trained on (for tools that only have the run directory).
+pub fn plans_dataset(run: &RunDir) -> Result<PathBuf> {
+    let plans: Plans = run.read_json(&run.plans())?;
+    Ok(plans.dataset)
+}
+

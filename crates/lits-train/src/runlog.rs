@@ -1,0 +1,207 @@
+//! The run directory's records: resolved config, environment, split, the per-epoch metrics
+//! log (JSON lines) and the plots drawn from it.
+//!
+//! `metrics.jsonl` holds only values that a repeated run reproduces exactly (losses,
+//! learning rates, Dice); wall-clock figures go to `timing.jsonl`, so two runs with the
+//! same seed leave byte-identical metric logs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Files of a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// The folder.
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// The run at `root` (not created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+    /// `config.json`: the resolved training configuration.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    /// `env.json`: the `lits env` report of the machine that trained.
+    pub fn env(&self) -> PathBuf {
+        self.root.join("env.json")
+    }
+    /// `split.json`: the training and validation case ids.
+    pub fn split(&self) -> PathBuf {
+        self.root.join("split.json")
+    }
+    /// `plans.json`: what preprocessing resolved to (spacing, intensity statistics), so
+    /// `predict` prepares new scans exactly like the training data.
+    pub fn plans(&self) -> PathBuf {
+        self.root.join("plans.json")
+    }
+    /// `metrics.jsonl`: one [`EpochRecord`] per line.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    /// `timing.jsonl`: speed per epoch (differs between identical runs).
+    pub fn timing(&self) -> PathBuf {
+        self.root.join("timing.jsonl")
+    }
+    /// `checkpoints/last.ckpt`: everything needed to resume.
+    pub fn last_checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoints").join("last.ckpt")
+    }
+    /// `best.safetensors`: weights of the best epoch, PyTorch names.
+    pub fn best_weights(&self) -> PathBuf {
+        self.root.join("best.safetensors")
+    }
+    /// `last.safetensors`: weights after the last finished epoch, PyTorch names.
+    pub fn last_weights(&self) -> PathBuf {
+        self.root.join("last.safetensors")
+    }
+    /// `plots/`: PNG curves.
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
+    }
+
+    /// Writes `value` as pretty JSON, atomically.
+    pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(value).map_err(|e| Error::invalid(path, e.to_string()))?;
+        text.push(b'\n');
+        lits_data::atomic::write_atomic(path, &text)?;
+        Ok(())
+    }
+
+    /// Reads JSON written by [`RunDir::write_json`].
+    pub fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<T> {
+        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_slice(&text).map_err(|e| Error::invalid(path, e.to_string()))
+    }
+}
+
+/// Validation scores of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Mean over held-out cases of the liver Dice (label ≥ 1).
+    pub liver_dice: f64,
+    /// Mean over held-out cases of the tumor Dice (label 2).
+    pub tumor_dice: f64,
+    /// Mean of the two.
+    pub mean_dice: f64,
+    /// Per case: `(id, liver Dice, tumor Dice)`.
+    pub cases: Vec<(String, f64, f64)>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: u32,
+    /// Optimiser steps so far.
+    pub step: u64,
+    /// Learning rate used during the epoch.
+    pub lr: f64,
+    /// Mean training loss of the epoch.
+    pub train_loss: f64,
+    /// Validation, when it ran after this epoch.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val: Option<Validation>,
+}
+
+/// One line of `timing.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimingRecord {
+    /// Epoch number, from 1.
+    pub epoch: u32,
+    /// Seconds of the epoch's training steps.
+    pub train_seconds: f64,
+    /// Seconds of its validation (0 without).
+    pub val_seconds: f64,
+    /// Training patches per second.
+    pub patches_per_second: f64,
+    /// Seconds the trainer waited for the patch loader.
+    pub loader_wait_seconds: f64,
+    /// Unix time in milliseconds at the end of the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// Appends one JSON line to `path` and syncs it.
+pub fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(|e| Error::invalid(path, e.to_string()))?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))
+}
+
+/// Reads every line of a JSON-lines file (missing file: none).
+pub fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::invalid(path, format!("line {}: {e}", i + 1))))
+        .collect()
+}
+
+/// Keeps only the records of epochs up to `epoch` (a resumed run drops what the killed
+/// run logged after its last checkpoint, then logs those epochs again). A torn last line
+/// from a kill mid-write is dropped too.
+pub fn truncate_after<T>(path: &Path, epoch: u32, epoch_of: impl Fn(&T) -> u32) -> Result<()>
+where
+    T: Serialize + for<'de> Deserialize<'de>,
+{
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for l in text.lines() {
+        match serde_json::from_str::<T>(l) {
+            Ok(r) if epoch_of(&r) <= epoch => {
+                out.extend_from_slice(l.as_bytes());
+                out.push(b'\n');
+            }
+            _ => {}
+        }
+    }
+    lits_data::atomic::write_atomic(path, &out)?;
+    Ok(())
+}
+
+/// Draws `plots/loss.png` and `plots/dice.png` from the metric records.
+pub fn plot(run: &RunDir, records: &[EpochRecord]) -> Result<()> {
+    use lits_data::plot::{LineChart, Series};
+    let dir = run.plots();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let loss = LineChart {
+        title: "training loss".into(),
+        y_label: "loss".into(),
+        series: vec![Series {
+            name: "train loss".into(),
+            points: records.iter().map(|r| (f64::from(r.epoch), r.train_loss)).collect(),
+        }],
+        ..LineChart::default()
+    };
+    loss.save_png(&dir.join("loss.png"))?;
+    let val: Vec<(f64, &Validation)> =
+        records.iter().filter_map(|r| r.val.as_ref().map(|v| (f64::from(r.epoch), v))).collect();
+    let dice = LineChart {
+        title: "validation Dice (whole held-out volumes)".into(),
+        y_label: "Dice".into(),
+        series: vec![
+            Series { name: "liver".into(), points: val.iter().map(|(e, v)| (*e, v.liver_dice)).collect() },
+            Series { name: "tumor".into(), points: val.iter().map(|(e, v)| (*e, v.tumor_dice)).collect() },
+        ],
+        y_range: Some((0.0, 1.0)),
+        ..LineChart::default()
+    };
+    dice.save_png(&dir.join("dice.png"))?;
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! The training loop: seeded, deterministic, checkpointed after every epoch, resumable.
+//!
+//! Every random draw is a function of the master seed and the position in the run:
+//! libtorch's generator (dropout) is re-seeded from `(seed, epoch)` at the start of each
+//! epoch, and the patch sampler draws batch `step` of `epoch` from `(seed, epoch, step)`
+//! whatever thread cuts it. So a run resumed from the checkpoint of epoch `k` replays
+//! epochs `k+1…` exactly as the uninterrupted run does, and nothing but the checkpoint
+//! needs saving of the generators.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use lits_data::patch::{PatchSampler, Prefetcher};
+use lits_model::inference;
+use lits_model::UNet3d;
+
+use crate::checkpoint;
+use crate::config::{BestBy, TrainConfig};
+use crate::data::{self, TrainData};
+use crate::error::{Error, Result};
+use crate::optim::Optimizer;
+use crate::progress::Progress;
+use crate::runlog::{self, EpochRecord, RunDir, TimingRecord, Validation};
+use crate::schedule::Schedule;
+use crate::seed;
+
+/// What a resumed run needs besides tensors; stored in the checkpoint's header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Format version of this record.
+    pub version: u32,
+    /// Epochs finished.
+    pub epochs_done: u32,
+    /// Optimiser steps taken.
+    pub global_step: u64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Best score so far (lower loss or higher Dice, by `best_by`) and its epoch.
+    pub best: Option<(f64, u32)>,
+    /// Validations in a row without improvement (early stop).
+    pub stale_validations: u32,
+    /// The master seed; every generator derives from it and the epoch/step (module docs).
+    pub seed: u64,
+    /// sha256 of the resolved config, to refuse a checkpoint of another run.
+    pub config_sha256: String,
+    /// Whether training stopped early.
+    pub stopped_early: bool,
+}
+
+/// How to run (not part of the result: none of this changes the weights).
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+    /// Stop this process after this many epochs (the run stays resumable).
+    pub stop_after: Option<u32>,
+    /// Experiment tracking.
+    pub tracking: Option<crate::tracking::TrackingConfig>,
+}
+
+/// What a finished (or paused) run reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Epochs finished.
+    pub epochs_done: u32,
+    /// Whether every configured epoch ran (or early stop ended the run).
+    pub finished: bool,
+    /// Last validation, if any.
+    pub last_validation: Option<Validation>,
+    /// Best score and its epoch.
+    pub best: Option<(f64, u32)>,
+}
+
+/// Starts a new run in `run_dir`, which must not exist or be empty.
+pub fn train(cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    cfg.validate()?;
+    prepare_run_dir(run_dir)?;
+    let run = RunDir::new(run_dir);
+    // A run that fails before its first step leaves nothing behind.
+    let data = match start_run(&cfg, &run, opts) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(run_dir);
+            return Err(e);
+        }
+    };
+    let config_sha256 = seed::sha256_json(&cfg);
+    let state = TrainState {
+        version: 1,
+        epochs_done: 0,
+        global_step: 0,
+        schedule: Schedule::new(cfg.schedule.clone(), cfg.optimizer.lr(), cfg.epochs),
+        best: None,
+        stale_validations: 0,
+        seed: cfg.seed,
+        config_sha256,
+        stopped_early: false,
+    };
+    run_loop(cfg, run, data, state, None, opts)
+}
+
+/// Continues the run in `run_dir` from its last checkpoint (or from the start when it
+/// was stopped before finishing one epoch).
+pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    let run = RunDir::new(run_dir);
+    if !run.config().is_file() {
+        return Err(Error::invalid(run_dir, "is not a lits run directory (no config.json)"));
+    }
+    let cfg: TrainConfig = run.read_json(&run.config())?;
+    cfg.validate()?;
+    configure_backend(&cfg)?;
+    let config_sha256 = seed::sha256_json(&cfg);
+    let ckpt_path = run.last_checkpoint();
+    let (state, tensors) = if ckpt_path.is_file() {
+        let c: checkpoint::Checkpoint<TrainState> = checkpoint::load(&ckpt_path)?;
+        if c.state.config_sha256 != config_sha256 {
+            return Err(Error::invalid(&ckpt_path, "belongs to another configuration than config.json"));
+        }
+        (c.state, Some(c.tensors))
+    } else {
+        let state = TrainState {
+            version: 1,
+            epochs_done: 0,
+            global_step: 0,
+            schedule: Schedule::new(cfg.schedule.clone(), cfg.optimizer.lr(), cfg.epochs),
+            best: None,
+            stale_validations: 0,
+            seed: cfg.seed,
+            config_sha256,
+            stopped_early: false,
+        };
+        (state, None)
+    };
+    runlog::truncate_after::<EpochRecord>(&run.metrics(), state.epochs_done, |r| r.epoch)?;
+    runlog::truncate_after::<TimingRecord>(&run.timing(), state.epochs_done, |r| r.epoch)?;
+    let data = data::prepare(&cfg, &run, opts.progress)?;
+    run_loop(cfg, run, data, state, tensors, opts)
+}
+
+fn start_run(cfg: &TrainConfig, run: &RunDir, opts: &RunOptions) -> Result<TrainData> {
+    configure_backend(cfg)?;
+    let data = data::prepare(cfg, run, opts.progress)?;
+    run.write_json(&run.config(), cfg)?;
+    run.write_json(&run.env(), &crate::env::EnvReport::collect())?;
+    Ok(data)
+}
+
+fn prepare_run_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        if entries.next().is_some() {
+            return Err(Error::invalid(
+                dir,
+                "already exists and is not empty; pick a new --out, or continue it with --resume",
+            ));
+        }
+    }
+    let ckpt = dir.join("checkpoints");
+    std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(dir, e))?;
+    // Fail now, not after the first epoch, when the folder cannot be written.
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(dir, e))?;
+    Ok(())
+}
+
+/// Threads, determinism flags and cuBLAS workspace, before any tensor work.
+fn configure_backend(cfg: &TrainConfig) -> Result<()> {
+    if cfg.deterministic {
+        lits_model::backend::set_cublas_workspace();
+    }
+    let threads = if cfg.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.threads
+    };
+    tch::set_num_threads(threads as i32);
+    lits_model::backend::set_deterministic(cfg.deterministic);
+    Ok(())
+}
+
+fn run_loop(
+    cfg: TrainConfig,
+    run: RunDir,
+    data: TrainData,
+    mut state: TrainState,
+    resume_tensors: Option<Vec<(String, Tensor)>>,
+    opts: &RunOptions,
+) -> Result<Summary> {
+    let device = cfg.torch_device()?;
+    // The initial weights come from the seed too.
+    tch::manual_seed(seed::derive(cfg.seed, seed::Stream::Init, 0) as i64);
+    let mut vs = nn::VarStore::new(device);
+    let net = UNet3d::new(&vs.root(), &cfg.model);
+    let mut optimizer = Optimizer::new(&vs, cfg.optimizer.clone());
+    if let Some(tensors) = resume_tensors {
+        restore(&mut vs, &mut optimizer, &state, &tensors, &run.last_checkpoint())?;
+    }
+    let loss_fn = cfg.loss.build()?;
+    let sampler = Arc::new(PatchSampler::new(data.train.clone(), cfg.patches.clone(), cfg.seed)?);
+    let tracker = opts.tracking.as_ref().map(|t| crate::tracking_glue::start(&run, &cfg, t));
+
+    let steps = u64::from(cfg.steps_per_epoch);
+    let batch = cfg.patches.batch_size as i64;
+    let [pd, ph, pw] = cfg.patches.patch.map(|p| p as i64);
+    let mut progress = Progress::new(opts.progress, cfg.epochs, steps);
+    let mut records = runlog::read_lines::<EpochRecord>(&run.metrics())?;
+    let mut last_validation = records.iter().rev().find_map(|r| r.val.clone());
+    let mut ran_here = 0u32;
+
+    while state.epochs_done < cfg.epochs && !state.stopped_early {
+        if opts.stop_after.is_some_and(|n| ran_here >= n) {
+            break;
+        }
+        let epoch = state.epochs_done;
+        tch::manual_seed(seed::derive(cfg.seed, seed::Stream::Torch, u64::from(epoch)) as i64);
+        let lr = state.schedule.lr_for_epoch(epoch);
+        let started = Instant::now();
+        let mut waited = 0.0f64;
+        let mut loss_sum = 0.0f64;
+        progress.start_epoch(epoch + 1);
+        let workers = cfg.loader_workers.max(1);
+        let mut loader = Prefetcher::new(sampler.clone(), u64::from(epoch), steps, workers, 2 * workers);
+        for step in 0..steps {
+            let t0 = Instant::now();
+            let b = loader.next().ok_or_else(|| Error::Checkpoint("the patch loader stopped early".into()))?;
+            waited += t0.elapsed().as_secs_f64();
+            let x = Tensor::from_slice(&b.image).view([batch, 1, pd, ph, pw]).to_device(device);
+            let y = Tensor::from_slice(&b.label).view([batch, pd, ph, pw]).to_kind(Kind::Int64).to_device(device);
+            optimizer.zero_grad();
+            let logits = net.forward_t(&x, true);
+            let loss = loss_fn.forward(&logits, &y);
+            loss.backward();
+            optimizer.step(lr);
+            let l = loss.double_value(&[]);
+            if !l.is_finite() {
+                return Err(Error::Checkpoint(format!(
+                    "training diverged: loss is {l} at epoch {} step {step}; lower the learning rate",
+                    epoch + 1
+                )));
+            }
+            loss_sum += l;
+            state.global_step += 1;
+            progress.step(step + 1, l, started.elapsed().as_secs_f64(), (step + 1) * batch as u64);
+        }
+        drop(loader);
+        let train_seconds = started.elapsed().as_secs_f64();
+        let train_loss = loss_sum / steps as f64;
+        state.schedule.end_epoch(epoch, train_loss);
+        state.epochs_done = epoch + 1;
+
+        let val_started = Instant::now();
+        let is_last = state.epochs_done == cfg.epochs;
+        let val = if state.epochs_done % cfg.validation.every == 0 || is_last {
+            Some(validate(&net, &data, &cfg, device)?)
+        } else {
+            None
+        };
+        let val_seconds = if val.is_some() { val_started.elapsed().as_secs_f64() } else { 0.0 };
+
+        let score = match cfg.best_by {
+            BestBy::TrainLoss => Some(-train_loss),
+            BestBy::ValDice => val.as_ref().map(|v| v.mean_dice),
+        };
+        if let Some(s) = score {
+            let improved = state.best.is_none_or(|(b, _)| s > b);
+            if improved {
+                state.best = Some((s, state.epochs_done));
+                lits_model::weights::save_safetensors(&vs, &run.best_weights())?;
+            }
+            if val.is_some() {
+                state.stale_validations = if improved { 0 } else { state.stale_validations + 1 };
+                if cfg.early_stop.as_ref().is_some_and(|e| state.stale_validations >= e.patience) {
+                    state.stopped_early = true;
+                }
+            }
+        }
+
+        let record = EpochRecord { epoch: state.epochs_done, step: state.global_step, lr, train_loss, val: val.clone() };
+        runlog::append_line(&run.metrics(), &record)?;
+        let timing = TimingRecord {
+            epoch: state.epochs_done,
+            train_seconds,
+            val_seconds,
+            patches_per_second: (steps * batch as u64) as f64 / train_seconds.max(1e-9),
+            loader_wait_seconds: waited,
+            timestamp_ms: now_ms(),
+        };
+        runlog::append_line(&run.timing(), &timing)?;
+        lits_model::weights::save_safetensors(&vs, &run.last_weights())?;
+        save_checkpoint(&vs, &optimizer, &state, &run.last_checkpoint())?;
+        records.push(record.clone());
+        runlog::plot(&run, &records)?;
+        if let Some(t) = &tracker {
+            crate::tracking_glue::log_epoch(t, &record, &timing);
+        }
+        progress.end_epoch(&record, &timing);
+        if val.is_some() {
+            last_validation = val;
+        }
+        ran_here += 1;
+    }
+    progress.finish();
+    let finished = state.epochs_done == cfg.epochs || state.stopped_early;
+    if let Some(t) = tracker {
+        crate::tracking_glue::finish(t, &run, finished);
+    }
+    Ok(Summary {
+        run_dir: run.root.clone(),
+        epochs_done: state.epochs_done,
+        finished,
+        last_validation,
+        best: state.best,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn save_checkpoint(vs: &nn::VarStore, opt: &Optimizer, state: &TrainState, path: &Path) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+    tensors.extend(opt.state_tensors().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
+    tensors.push(("optim.__steps__".into(), Tensor::from_slice(&[opt.steps() as i64])));
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    failpoint_checkpoint_write(path, &tensors, state)?;
+    checkpoint::save(path, &tensors, state)
+}
+
+/// Crash-consistency tests set `LITS_FAILPOINT=checkpoint-write:EPOCH`: the process then
+/// dies in the middle of writing that epoch's checkpoint (half of its temporary file
+/// written), exactly as a kill during the write would leave things.
+fn failpoint_checkpoint_write(path: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Result<()> {
+    let Ok(fp) = std::env::var("LITS_FAILPOINT") else { return Ok(()) };
+    if fp.strip_prefix("checkpoint-write:").and_then(|e| e.parse::<u32>().ok()) == Some(state.epochs_done) {
+        let bytes = checkpoint::to_bytes(tensors, state)?;
+        let tmp = path.with_file_name(".last.ckpt.failpoint.tmp");
+        std::fs::write(&tmp, &bytes[..bytes.len() / 2]).map_err(|e| Error::io(&tmp, e))?;
+        std::process::abort();
+    }
+    Ok(())
+}
+
+fn restore(
+    vs: &mut nn::VarStore,
+    opt: &mut Optimizer,
+    _state: &TrainState,
+    tensors: &[(String, Tensor)],
+    path: &Path,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            match tensors.iter().find(|(n, _)| n.strip_prefix("model.") == Some(name.as_str())) {
+                Some((_, t)) if t.size() == var.size() => var.copy_(t),
+                Some((_, t)) => problems.push(format!("{name}: expected {:?}, found {:?}", var.size(), t.size())),
+                None => problems.push(format!("{name}: missing")),
+            }
+        }
+    });
+    if !problems.is_empty() {
+        return Err(Error::invalid(path, format!("model does not fit the config: {}", problems.join("; "))));
+    }
+    let steps = tensors
+        .iter()
+        .find(|(n, _)| n == "optim.__steps__")
+        .map(|(_, t)| t.int64_value(&[0]) as u64)
+        .ok_or_else(|| Error::invalid(path, "no optimiser step count"))?;
+    let optim: Vec<(String, Tensor)> = tensors
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix("optim.").map(|s| (s.to_owned(), t.shallow_clone())))
+        .collect();
+    opt.load_state(steps, &optim).map_err(|e| Error::invalid(path, e.to_string()))
+}
+
+/// Dice of two masks; 1 when both are empty.
+fn dice(pred: &Tensor, reference: &Tensor) -> f64 {
+    let inter = pred.logical_and(reference).sum(Kind::Int64).int64_value(&[]) as f64;
+    let total = (pred.sum(Kind::Int64).int64_value(&[]) + reference.sum(Kind::Int64).int64_value(&[])) as f64;
+    if total == 0.0 {
+        1.0
+    } else {
+        2.0 * inter / total
+    }
+}
+
+/// Whole-volume validation with sliding-window inference on the held-out cases.
+pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Device) -> Result<Validation> {
+    let mut cases = Vec::new();
+    for case in &data.val {
+        let [d, h, w] = case.image.shape().map(|s| s as i64);
+        let data_slice = case.image.data.as_slice().ok_or_else(|| Error::Checkpoint("non-contiguous image".into()))?;
+        let x = Tensor::from_slice(data_slice).view([1, d, h, w]).to_device(device);
+        let probs = tch::no_grad(|| inference::predict(net, &x, &cfg.validation.sliding_window))?;
+        let pred = probs.argmax(0, false).to_device(Device::Cpu);
+        let lab = Tensor::from_slice(case.labels.data.as_slice().ok_or_else(|| Error::Checkpoint("non-contiguous labels".into()))?)
+            .view([d, h, w])
+            .to_kind(Kind::Int64);
+        let liver = dice(&pred.ge(1), &lab.ge(1));
+        let tumor = dice(&pred.eq(2), &lab.eq(2));
+        cases.push((case.id.clone(), liver, tumor));
+    }
+    let n = cases.len().max(1) as f64;
+    let liver_dice = cases.iter().map(|c| c.1).sum::<f64>() / n;
+    let tumor_dice = cases.iter().map(|c| c.2).sum::<f64>() / n;
+    Ok(Validation { liver_dice, tumor_dice, mean_dice: (liver_dice + tumor_dice) / 2.0, cases })
+}

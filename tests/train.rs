@@ -1,0 +1,184 @@
+//! End-to-end tests of `lits train`: repeatability, crash-safe resume, bad configs.
+//! Each uses a tiny configuration (a few small phantoms, a 4-channel U-Net, 16³ patches)
+//! so it runs in seconds on two cores.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+fn lits(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lits"));
+    c.env_remove("LD_LIBRARY_PATH").env("LITS_CACHE_DIR", cache).env_remove("LITS_FAILPOINT");
+    c.env_remove("MLFLOW_TRACKING_URI");
+    c
+}
+
+fn tiny_config(dir: &Path, seed: u64, epochs: u32) -> PathBuf {
+    let cfg = serde_json::json!({
+        "name": "tiny",
+        "seed": seed,
+        "threads": 2,
+        "loader_workers": 2,
+        "data": {
+            "synth": { "cases": 4, "seed": 7, "in_plane_voxels": [40, 44], "slices": [20, 24],
+                       "in_plane_spacing_mm": [7.0, 8.0], "slice_spacing_mm": [9.0, 11.0] },
+            "split": { "kind": "ids", "val": [3] }
+        },
+        "preprocess": { "mode": "spacing", "target_spacing": [8.0, 8.0, 10.0],
+                        "intensity": { "kind": "window", "lower": -200.0, "upper": 300.0 } },
+        "patches": { "patch": [16, 16, 16], "batch_size": 2, "foreground_fraction": 0.5 },
+        "model": { "base_channels": 4, "dropout": 0.1, "updown_dropout": 0.001 },
+        "optimizer": { "kind": "adam", "lr": 0.001 },
+        "epochs": epochs,
+        "steps_per_epoch": 3,
+        "validation": { "every": 2, "sliding_window": { "patch": [16, 16, 16], "overlap": 0.25 } }
+    });
+    let p = dir.join(format!("tiny-{seed}-{epochs}.json"));
+    std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "lits failed ({}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn sha256(path: &Path) -> String {
+    let d = Sha256::digest(std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn train(cache: &Path, cfg: &Path, out: &Path) -> Output {
+    run(lits(cache).args(["train", "--config"]).arg(cfg).arg("--out").arg(out))
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let cfg0 = tiny_config(tmp.path(), 0, 2);
+    let cfg1 = tiny_config(tmp.path(), 1, 2);
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    train(&cache, &cfg0, &a);
+    train(&cache, &cfg0, &b);
+    train(&cache, &cfg1, &c);
+    for f in ["checkpoints/last.ckpt", "last.safetensors", "best.safetensors", "metrics.jsonl", "split.json", "plans.json"] {
+        assert_eq!(sha256(&a.join(f)), sha256(&b.join(f)), "{f} differs between two runs with the same seed");
+    }
+    assert_ne!(sha256(&a.join("last.safetensors")), sha256(&c.join("last.safetensors")));
+    // The run describes itself.
+    for f in ["config.json", "env.json", "timing.jsonl", "plots/loss.png", "plots/dice.png"] {
+        assert!(a.join(f).is_file(), "{f} missing from the run directory");
+    }
+    let metrics = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    assert!(metrics.lines().last().unwrap().contains("liver_dice"));
+}
+
+#[test]
+fn killed_runs_resume_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let cfg = tiny_config(tmp.path(), 3, 4);
+    let whole = tmp.path().join("whole");
+    train(&cache, &cfg, &whole);
+
+    // Stopped cleanly after one epoch, then killed in the middle of the third epoch's
+    // checkpoint write, then resumed to the end.
+    let cut = tmp.path().join("cut");
+    run(lits(&cache).args(["train", "--stop-after", "1", "--config"]).arg(&cfg).arg("--out").arg(&cut));
+    let o = lits(&cache)
+        .args(["train", "--resume"])
+        .arg(&cut)
+        .env("LITS_FAILPOINT", "checkpoint-write:3")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the failpoint should have killed the run");
+    assert!(cut.join("checkpoints/.last.ckpt.failpoint.tmp").is_file());
+    // The checkpoint on disk is still the complete one of epoch 2.
+    run(lits(&cache).args(["train", "--resume"]).arg(&cut));
+    assert_eq!(sha256(&whole.join("checkpoints/last.ckpt")), sha256(&cut.join("checkpoints/last.ckpt")));
+    assert_eq!(sha256(&whole.join("last.safetensors")), sha256(&cut.join("last.safetensors")));
+    assert_eq!(sha256(&whole.join("metrics.jsonl")), sha256(&cut.join("metrics.jsonl")));
+}
+
+#[test]
+fn sigkill_mid_epoch_then_resume_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let cfg = tiny_config(tmp.path(), 5, 3);
+    let whole = tmp.path().join("whole");
+    train(&cache, &cfg, &whole);
+    let cut = tmp.path().join("cut");
+    let mut child = lits(&cache)
+        .args(["train", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&cut)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch to be logged, then kill without warning.
+    let log = cut.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 1) {
+        assert!(std::time::Instant::now() < deadline, "no epoch finished");
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    run(lits(&cache).args(["train", "--resume"]).arg(&cut));
+    assert_eq!(sha256(&whole.join("last.safetensors")), sha256(&cut.join("last.safetensors")));
+    assert_eq!(sha256(&whole.join("metrics.jsonl")), sha256(&cut.join("metrics.jsonl")));
+}
+
+fn fails_with(cache: &Path, args: &[&str], cfg: Option<&Path>, needle: &str) {
+    let mut c = lits(cache);
+    c.arg("train");
+    if let Some(p) = cfg {
+        c.arg("--config").arg(p);
+    }
+    let o = c.args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure for {args:?}");
+    assert!(err.contains(needle), "stderr lacks `{needle}`:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_configs_fail_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let base = tiny_config(tmp.path(), 0, 1);
+    let edit = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&base).unwrap()).unwrap();
+        f(&mut v);
+        let p = tmp.path().join(name);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+        p
+    };
+    let unknown = edit("unknown.json", &|v| v["learning_rate"] = 0.1.into());
+    fails_with(&cache, &["--out", tmp.path().join("o1").to_str().unwrap()], Some(&unknown), "learning_rate");
+    let neg = edit("neg.json", &|v| v["optimizer"]["lr"] = (-0.001).into());
+    fails_with(&cache, &["--out", tmp.path().join("o2").to_str().unwrap()], Some(&neg), "optimizer.lr");
+    let big = edit("big.json", &|v| v["patches"]["patch"] = serde_json::json!([128, 128, 128]));
+    fails_with(&cache, &["--out", tmp.path().join("o3").to_str().unwrap()], Some(&big), "patch");
+    fails_with(&cache, &["--data", "/nonexistent/lits", "--out", tmp.path().join("o4").to_str().unwrap()], Some(&base), "/nonexistent/lits");
+    fails_with(&cache, &["--out", "/proc/lits-run"], Some(&base), "/proc/lits-run");
+    let missing = tmp.path().join("nope.json");
+    fails_with(&cache, &[], Some(&missing), "nope.json");
+    // Nothing was generated or trained for any of them.
+    assert!(["o1", "o2", "o3", "o4"].iter().all(|o| !tmp.path().join(o).exists()));
+}
