@@ -3,3 +3,12 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod error;
+pub mod inference;
+pub mod loss;
+pub mod metrics;
+pub mod unet;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use unet::{InferenceUNet3d, UNet3d, UNetConfig};
