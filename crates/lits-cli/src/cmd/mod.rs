@@ -1,4 +1,5 @@
 //! One module per subcommand: argument struct plus `run`.
 
 pub mod env;
+pub mod inspect;
 pub mod synth;

@@ -111,7 +111,8 @@ impl Inspection {
     pub fn to_text(&self) -> String {
         let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v}"));
         let [a, b, c] = self.shape;
-        let [x, y, z] = self.spacing;
+        // Spacing comes from f32 header fields; print it at that precision.
+        let [x, y, z] = self.spacing.map(|v| v as f32);
         let mut s = format!("{}\n", self.file);
         s += &format!("  shape        {a} x {b} x {c}\n");
         s += &format!(
