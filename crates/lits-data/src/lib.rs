@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod distance;
+pub mod atomic;
 pub mod cache;
 pub mod crop;
 pub mod dataset;
@@ -12,6 +13,7 @@ pub mod orient;
 pub mod patch;
 pub mod preprocess;
 pub mod intensity;
+pub mod plot;
 pub mod resample;
 pub mod rng;
 pub mod synth;
