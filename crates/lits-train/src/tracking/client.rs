@@ -27,7 +27,9 @@ pub(crate) const MAX_PARAM_VALUE_LEN: usize = 6000;
 pub(crate) const MAX_TAG_VALUE_LEN: usize = 8000;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+// Generous: a busy server takes seconds for a full batch, and waiting costs the trainer
+// nothing (calls run on the sender's thread).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const ARTIFACT_ROUTE: &str = "api/2.0/mlflow-artifacts/artifacts";
 
 /// A key-value pair as MLflow sends params and tags.
@@ -391,7 +393,13 @@ impl Client {
 
 /// The transport error with its causes ("connection refused", "operation timed out").
 fn transport_message(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() { "no answer in time".to_owned() } else { "cannot connect".to_owned() };
+    let mut msg = if e.is_timeout() {
+        "no answer in time".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         let text = s.to_string();

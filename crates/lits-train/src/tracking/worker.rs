@@ -47,13 +47,16 @@ pub(crate) struct Worker {
 impl Worker {
     pub fn run(self) {
         let shared = Arc::clone(&self.shared);
+        // Only permanent errors end up here; after a stop request (the run directory may be
+        // gone by then) there is nothing left to say.
         if let Err(e) = self.run_inner() {
-            // Only permanent errors end up here.
-            warn(&format!(
-                "{e}; no more records go to the server during this run (they stay in {}; `lits sync` uploads them)",
-                Paths::new(&self.run_dir).outbox.display()
-            ));
             shared.offline.store(true, Ordering::SeqCst);
+            if !shared.stop.load(Ordering::SeqCst) {
+                warn(&format!(
+                    "{e}; no more records go to the server during this run (they stay in {}; `lits sync` uploads them)",
+                    Paths::new(&self.run_dir).outbox.display()
+                ));
+            }
         }
         let _ = self.done.try_send(());
     }
