@@ -797,9 +797,9 @@ impl Body {
         }
         let (c, sn) = (x / r, y / r);
         // The back is flatter than the front: a squarer outline behind.
-        let e = if y < 0.0 { 3.0 } else { 2.0 };
+        let (u, v) = ((c / self.a).abs(), (sn / self.b).abs());
+        let rim = if y < 0.0 { 1.0 / (u * u * u + v * v * v).cbrt() } else { 1.0 / u.hypot(v) };
         let taper = 1.0 + 0.04 * z / self.half_z.max(1.0);
-        let rim = 1.0 / ((c / self.a).abs().powf(e) + (sn / self.b).abs().powf(e)).powf(1.0 / e);
         let wobble = 1.0 + 0.025 * self.outline.at([100.0 * c, 100.0 * sn, z]);
         rim * taper * wobble - r
     }
@@ -871,7 +871,7 @@ impl Body {
         if canal < 8.0 * s {
             return Some(t.csf);
         }
-        let bony = phase >= 0.2 && phase < 0.85;
+        let bony = (0.2..0.85).contains(&phase);
         if bony && canal < 13.0 * s && dy < -16.0 * s {
             return Some(t.cortical);
         }
@@ -917,7 +917,7 @@ impl Body {
             let band = ((p[2] + 18.0 * s * angle) / self.rib_period).rem_euclid(1.0);
             let midline = p[0].abs() < 30.0 * s && p[1] > 0.0;
             if p[2] > self.rib_low && !midline && band < 0.3 && depth > fat + 0.4 * self.wall_depth {
-                return (if band < 0.06 || band > 0.24 { t.cortical } else { t.cancellous }, 0);
+                return (if (0.06..=0.24).contains(&band) { t.cancellous } else { t.cortical }, 0);
             }
             if depth < wall {
                 return (t.muscle, 0);
@@ -1073,12 +1073,13 @@ mod tests {
                     n += 1.0;
                 }
             }
+            assert_eq!(crate::orient::orientation_code(&aff), ph.info.orientation);
             let centre = all.map(|v| v / count);
             let liver = sum.map(|v| v / n);
             assert!(liver[0] > centre[0] + 10.0, "{}: liver x {} centre x {}", ph.info.orientation, liver[0], centre[0]);
-            for a in 0..3 {
-                let col: f64 = (0..3).map(|r| aff[r][a] * aff[r][a]).sum::<f64>().sqrt();
-                assert!((col - ph.image.spacing[a]).abs() < 1e-9);
+            for (a, spacing) in ph.image.spacing.iter().enumerate() {
+                let col: f64 = aff.iter().take(3).map(|row| row[a] * row[a]).sum::<f64>().sqrt();
+                assert!((col - spacing).abs() < 1e-9);
             }
         }
     }
