@@ -245,6 +245,10 @@ impl CaseStats {
             s.min = s.min.min(v);
             s.max = s.max.max(v);
         }
+        if s.count == 0 {
+            // Finite placeholders keep the JSON readable; merging skips empty cases.
+            (s.min, s.max) = (0.0, 0.0);
+        }
         s
     }
 }
@@ -302,8 +306,13 @@ impl IntensityStats {
             percentile_99_5: f64::NAN,
             sorted_samples: samples,
         };
-        s.percentile_00_5 = s.percentile(0.5);
-        s.percentile_99_5 = s.percentile(99.5);
+        if n == 0 {
+            // Nothing to describe: zeros rather than NaN and infinities, which JSON cannot hold.
+            (s.min, s.max, s.percentile_00_5, s.percentile_99_5) = (0.0, 0.0, 0.0, 0.0);
+        } else {
+            s.percentile_00_5 = s.percentile(0.5);
+            s.percentile_99_5 = s.percentile(99.5);
+        }
         s
     }
 
@@ -408,6 +417,18 @@ mod tests {
         assert!((v[0] - (1.035 - 4.5) / sd).abs() < 1e-5);
         assert!(v[1].abs() < 1e-6);
         assert!((v[2] - (7.965 - 4.5) / sd).abs() < 1e-5);
+    }
+
+    #[test]
+    fn statistics_without_foreground_survive_json() {
+        let (img, lab) = case(&[1.0, 2.0], &[0, 0]);
+        let c = CaseStats::collect(&img, &lab);
+        let back: CaseStats = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!((back.count, back.min, back.max), (0, 0.0, 0.0));
+        let m = IntensityStats::merge(&[c]);
+        let back: IntensityStats =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!((back.count, back.percentile_99_5), (0, 0.0));
     }
 
     #[test]

@@ -322,3 +322,20 @@ fn foreground_zscore_uses_the_statistics_of_every_case() {
         .0;
     assert!((*v as f64 - 1.0 / sd).abs() < 1e-4, "{v}");
 }
+
+#[test]
+fn a_case_without_foreground_is_cached_once() {
+    let data = dataset(&[0]);
+    let (img, _) = case(1);
+    write(
+        data.path(),
+        1,
+        &img,
+        &img.map_data(Array3::<u8>::zeros(SHAPE)),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(1.6, window());
+    assert_eq!(build(data.path(), &cfg, out.path()).processed, vec![0, 1]);
+    let r = build(data.path(), &cfg, out.path());
+    assert_eq!((r.processed, r.unchanged), (vec![], vec![0, 1]));
+}
