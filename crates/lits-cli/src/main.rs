@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Report lits, libtorch, CUDA and cuDNN versions, devices, threads, CPU and OS.
     Env(cmd::env::Args),
+    /// Preprocess a dataset folder into a cache of fast-to-load cases (redoes only what changed).
+    Preprocess(cmd::preprocess::Args),
     /// Show a NIfTI file's shape, datatype, spacing, affine, orientation, scaling and values.
     Inspect(cmd::inspect::Args),
     /// Write a synthetic abdominal CT dataset (LiTS layout) for trying lits without data.
@@ -27,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Env(args) => cmd::env::run(args),
+        Command::Preprocess(args) => cmd::preprocess::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Synth(args) => cmd::synth::run(args),
     };

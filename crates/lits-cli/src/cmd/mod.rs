@@ -2,4 +2,5 @@
 
 pub mod env;
 pub mod inspect;
+pub mod preprocess;
 pub mod synth;
