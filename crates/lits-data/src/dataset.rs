@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::rng::SeededRng;
 
@@ -352,19 +353,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("not a valid split file: {e}")))
 }
 
-/// Writes JSON next to `path` under a temporary name, then renames it into place, so a
-/// reader never sees half a file.
+/// Writes pretty JSON atomically (a reader never sees half a file).
 pub(crate) fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::invalid(path, format!("cannot encode JSON: {e}")))?;
     text.push('\n');
-    let name = path.file_name().ok_or_else(|| Error::invalid(path, "has no file name"))?;
-    let tmp = path.with_file_name(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]
