@@ -1105,6 +1105,8 @@ mod tests {
                 }
             }
         }
+        let found = crate::dataset::discover(d.path()).unwrap();
+        assert_eq!(found.ids(), vec![0, 1, 2]);
         let before: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
         write_dataset(d.path(), &cfg).unwrap();
         let after: Vec<Vec<u8>> = paths.iter().map(|p| fs::read(p).unwrap()).collect();
