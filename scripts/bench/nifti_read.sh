@@ -13,26 +13,9 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 cargo build --release -q -p lits-data --example read_bench
-BENCH=target/release/examples/read_bench
+BENCH="${CARGO_TARGET_DIR:-target}/release/examples/read_bench"
 
-# A synthetic CT: air outside an elliptic body, soft tissue inside, a spine, and noise of
-# 15 HU everywhere (noise is what makes real CT compress only about 2:1).
-"$PY" - "$WORK" <<'PY'
-import sys, numpy as np, nibabel as nib
-rng = np.random.default_rng(0)
-nx, ny, nz = 512, 512, 200
-x = (np.arange(nx) - nx / 2)[:, None, None] / 200.0
-y = (np.arange(ny) - ny / 2)[None, :, None] / 150.0
-body = (x**2 + y**2) < 1.0
-vol = np.where(body, 1064, 24).astype(np.int16) + rng.normal(0, 15, (nx, ny, nz)).astype(np.int16)
-spine = ((x**2 + (y + 0.6) ** 2) < 0.02) & body
-vol[np.broadcast_to(spine, vol.shape)] += 700
-aff = np.diag([-0.7, -0.7, 2.5, 1.0]); aff[:3, 3] = [180, 180, -300]
-img = nib.Nifti1Image(np.broadcast_to(vol, (nx, ny, nz)).astype(np.int16), aff)
-img.header.set_slope_inter(1.0, -1024.0)
-for ext in ("nii.gz", "nii"):
-    nib.save(img, f"{sys.argv[1]}/ct.{ext}")
-PY
+"$PY" scripts/bench/make_ct.py "$WORK/ct.nii.gz" "$WORK/ct.nii"
 
 for ext in nii.gz nii; do
   f="$WORK/ct.$ext"

@@ -188,8 +188,7 @@ where
     const KT: usize = 32;
     let [nx, ny, nz] = shape;
     let n = nx * ny * nz;
-    // vec! of a zero value is calloc: fresh pages, no memset.
-    let mut out = vec![O::default(); n];
+    let mut out = source::volume_buffer::<O>(n);
     if n == 0 {
         return out;
     }
