@@ -15,23 +15,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train the U-Net (default: the built-in quick start on synthetic CT phantoms).
+    Train(cmd::train::Args),
     /// Report lits, libtorch, CUDA and cuDNN versions, devices, threads, CPU and OS.
     Env(cmd::env::Args),
-    /// Preprocess a dataset folder into a cache of fast-to-load cases (redoes only what changed).
-    Preprocess(cmd::preprocess::Args),
+    /// Score predicted label maps against references with the LiTS metrics.
+    Evaluate(cmd::evaluate::Args),
     /// Show a NIfTI file's shape, datatype, spacing, affine, orientation, scaling and values.
     Inspect(cmd::inspect::Args),
+    /// Segment CT scans with a trained run (masks with the input's shape and geometry).
+    Predict(cmd::predict::Args),
+    /// Preprocess a dataset folder into a cache of fast-to-load cases (redoes only what changed).
+    Preprocess(cmd::preprocess::Args),
     /// Write a synthetic abdominal CT dataset (LiTS layout) for trying lits without data.
     Synth(cmd::synth::Args),
+    /// Upload a run to an MLflow tracking server: what the server lacks, nothing twice.
+    Sync(cmd::sync::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LITS_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let result = match cli.command {
+        Command::Train(args) => cmd::train::run(args),
         Command::Env(args) => cmd::env::run(args),
-        Command::Preprocess(args) => cmd::preprocess::run(args),
+        Command::Evaluate(args) => cmd::evaluate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
+        Command::Preprocess(args) => cmd::preprocess::run(args),
         Command::Synth(args) => cmd::synth::run(args),
+        Command::Sync(args) => cmd::sync::run(args),
     };
     match result {
         Ok(code) => code,

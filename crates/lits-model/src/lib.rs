@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod evaluate;
 pub mod error;
 pub mod inference;
 pub mod loss;

@@ -1,6 +1,10 @@
 //! One module per subcommand: argument struct plus `run`.
 
 pub mod env;
+pub mod evaluate;
 pub mod inspect;
+pub mod predict;
 pub mod preprocess;
 pub mod synth;
+pub mod sync;
+pub mod train;

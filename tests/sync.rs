@@ -1,0 +1,98 @@
+//! `lits sync` end to end: a run whose tracking server went away in the middle, uploaded
+//! after the server came back, read back with MLflow's Python client; and bad input.
+
+#[path = "../crates/lits-train/tests/tracking_support/mod.rs"]
+mod tracking_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lits_train::tracking::{read_state, Auth, RunStatus, Tracker, TrackingConfig};
+use tracking_support::{local_history, now_ms, readback, server_history, sha256_file, write_run_files, MlflowServer};
+
+fn lits() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lits"));
+    for k in ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"] {
+        c.env_remove(k);
+    }
+    c
+}
+
+#[test]
+fn sync_of_a_directory_without_a_journal_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lits().arg("sync").arg(dir.path()).args(["--tracking-uri", "http://127.0.0.1:9"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("outbox.jsonl") && err.contains("no tracking journal"), "{err}");
+    assert!(!dir.path().join("tracking").exists(), "sync wrote into a directory it could not sync");
+}
+
+#[test]
+fn sync_without_any_server_named_says_how_to_name_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrackingConfig { uri: None, experiment: "x".into(), run_name: "r".into() };
+    Tracker::start(dir.path(), &cfg, &[], &[]).finish(RunStatus::Finished);
+    let out = lits().arg("sync").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tracking-uri") && err.contains("MLFLOW_TRACKING_URI"), "{err}");
+}
+
+#[test]
+fn server_lost_mid_run_then_sync_makes_history_equal_and_adds_nothing_twice() {
+    let srv = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path();
+    let files = write_run_files(run_dir);
+    let cfg = TrackingConfig { uri: Some(srv.uri.clone()), experiment: "lits-outage".into(), run_name: "outage".into() };
+    let t = Tracker::start_with_auth(run_dir, &cfg, Auth::None, &[("lits.version".into(), "test".into())], &[("seed".into(), "0".into())]);
+    let epoch = |e: i64| vec![("train_loss".to_owned(), 1.0 / (e + 1) as f64), ("lr".to_owned(), 1e-4)];
+    for e in 0..3 {
+        t.log_metrics(e, now_ms() + e, &epoch(e));
+    }
+    let until = Instant::now() + Duration::from_secs(120);
+    while t.unsent() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(t.unsent(), 0, "the first epochs reached the server");
+
+    srv.stop();
+    // Training goes on while the server is gone: no call waits for it.
+    let mut slowest = Duration::ZERO;
+    for e in 3..10 {
+        let started = Instant::now();
+        t.log_metrics(e, now_ms() + e, &epoch(e));
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.log_artifact(&files[0], "");
+    t.log_artifact(&files[2], "model");
+    let finishing = Instant::now();
+    t.finish(RunStatus::Finished);
+    assert!(slowest < Duration::from_millis(50), "a tracking call took {slowest:?} while the server was down");
+    assert!(finishing.elapsed() < Duration::from_secs(6), "finish took {:?}", finishing.elapsed());
+    let run_id = read_state(run_dir).unwrap().expect("the run reached the server before it went").run_id;
+
+    srv.restart();
+    let first = lits().arg("sync").arg(run_dir).args(["--tracking-uri", &srv.uri]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
+    assert!(stdout.contains(&run_id), "the same server run continues: {stdout}");
+    assert!(stdout.contains("status      FINISHED"), "{stdout}");
+
+    let back = readback(&srv.uri, &run_id);
+    assert_eq!(server_history(&back), local_history(run_dir), "server history equals the run directory's");
+    assert_eq!(back["status"], "FINISHED");
+    assert_eq!(back["params"]["seed"], "0");
+    assert_eq!(back["artifacts"]["config.json"], sha256_file(&files[0]));
+    assert_eq!(back["artifacts"]["model/best.safetensors"], sha256_file(&files[2]));
+
+    // A second sync (the server now from the run's state) finds nothing to add.
+    let second = lits().arg("sync").arg(run_dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{stdout}{}", String::from_utf8_lossy(&second.stderr));
+    assert!(stdout.contains("metrics     0 of 20 points sent"), "{stdout}");
+    assert!(stdout.contains("artifacts   0 uploaded") && stdout.contains("params      0 sent"), "{stdout}");
+    assert_eq!(server_history(&readback(&srv.uri, &run_id)), local_history(run_dir), "no duplicates");
+}
