@@ -2,15 +2,13 @@
 //! temporary file beside the target, are synced, and only then renamed over the final name,
 //! so a failure never leaves a half-written file there.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use ndarray::Array3;
 
 use super::geometry::{affines_close, Geometry, UNITS_MM};
 use super::header::{encode, Datatype, DATA_OFFSET};
+use crate::atomic::write_atomic;
 use crate::{Error, Image, Labels, Result, Volume};
 
 /// gzip level for written files: libdeflate's default balance of size and speed.
@@ -166,27 +164,4 @@ impl Kind {
             }
         }
     }
-}
-
-/// Write `bytes` to `path` through a synced temporary file in the same directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| Error::invalid(path, "has no file name"))?;
-    let tmp: PathBuf = path.with_file_name(format!(
-        ".{}.{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    let done = written.and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = done {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
 }
