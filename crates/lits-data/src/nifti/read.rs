@@ -80,17 +80,15 @@ pub fn read_image_and_header(path: &Path, opts: &ReadOptions) -> Result<(Image, 
     let loaded = source::load(path, true, 4)?;
     let h = &loaded.header;
     let mut data = decode_f32(&loaded);
-    if may_be_non_finite(h) {
-        if !opts.keep_non_finite {
-            let (count, first) = count_non_finite(&data);
-            if count > 0 {
-                match opts.replace_non_finite {
-                    Some(v) => data.par_iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = v),
-                    None => {
-                        let s = h.shape;
-                        let first = [first / (s[1] * s[2]), first / s[2] % s[1], first % s[2]];
-                        return Err(Error::NonFinite { path: path.into(), count, first });
-                    }
+    if may_be_non_finite(h) && !opts.keep_non_finite {
+        let (count, first) = count_non_finite(&data);
+        if count > 0 {
+            match opts.replace_non_finite {
+                Some(v) => data.par_iter_mut().filter(|x| !x.is_finite()).for_each(|x| *x = v),
+                None => {
+                    let s = h.shape;
+                    let first = [first / (s[1] * s[2]), first / s[2] % s[1], first % s[2]];
+                    return Err(Error::NonFinite { path: path.into(), count, first });
                 }
             }
         }
