@@ -181,16 +181,14 @@ fn invert_affine(a: &[[f64; 4]; 4]) -> Option<[[f64; 4]; 4]> {
         return None;
     }
     let mut inv = [[0.0; 4]; 4];
-    for i in 0..3 {
-        for j in 0..3 {
+    for (i, row) in inv.iter_mut().enumerate().take(3) {
+        let (i1, i2) = ((i + 1) % 3, (i + 2) % 3);
+        for (j, v) in row.iter_mut().enumerate().take(3) {
             // Cofactor of (j, i) over the determinant (adjugate transpose).
             let (j1, j2) = ((j + 1) % 3, (j + 2) % 3);
-            let (i1, i2) = ((i + 1) % 3, (i + 2) % 3);
-            inv[i][j] = (r(j1, i1) * r(j2, i2) - r(j1, i2) * r(j2, i1)) / det;
+            *v = (r(j1, i1) * r(j2, i2) - r(j1, i2) * r(j2, i1)) / det;
         }
-    }
-    for i in 0..3 {
-        inv[i][3] = -(0..3).map(|k| inv[i][k] * a[k][3]).sum::<f64>();
+        row[3] = -(0..3).map(|k| row[k] * a[k][3]).sum::<f64>();
     }
     inv[3][3] = 1.0;
     Some(inv)
