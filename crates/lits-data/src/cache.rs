@@ -32,6 +32,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::atomic::write_atomic;
 use crate::dataset::{self, Case};
 use crate::intensity::{CaseStats, IntensityStats, Normaliser};
 use crate::preprocess::{self, CaseRecord, PreprocessConfig};
@@ -313,11 +314,7 @@ pub fn build(
         normaliser,
     };
     let json = serde_json::to_vec_pretty(&fp).expect("fingerprint serialises");
-    // Written aside and renamed over the old one: a reader sees one whole fingerprint.
-    let path = out.join("dataset.json");
-    let tmp = out.join(format!(".dataset.json.{}.tmp", std::process::id()));
-    write_file(&tmp, &json)?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    write_atomic(&out.join("dataset.json"), &json)?;
     report.failed = failed;
     Ok(report)
 }
