@@ -70,6 +70,9 @@ impl SynthConfig {
         fn bad(field: &str, msg: String) -> Error {
             Error::Config { field: field.into(), msg }
         }
+        if self.cases == 0 || self.cases > u32::MAX as usize {
+            return Err(bad("cases", format!("{} cases: need at least one (ids must fit u32)", self.cases)));
+        }
         let counts = [("in_plane_voxels", self.in_plane_voxels, 16), ("slices", self.slices, 8)];
         for (field, [lo, hi], min) in counts {
             if lo < min || lo > hi || hi > 2048 {
@@ -1128,6 +1131,9 @@ mod tests {
         let cfg = SynthConfig { slices: [30, 20], ..SynthConfig::default() };
         let e = generate_case(&cfg, 0).unwrap_err().to_string();
         assert!(e.contains("slices"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let e = write_dataset(d.path(), &SynthConfig { cases: 0, ..tiny() }).unwrap_err().to_string();
+        assert!(e.contains("cases"), "{e}");
         let cfg = SynthConfig { noise_sd_hu: [f64::NAN, 1.0], ..SynthConfig::default() };
         assert!(generate_case(&cfg, 0).unwrap_err().to_string().contains("noise_sd_hu"));
     }
