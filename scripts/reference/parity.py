@@ -5,7 +5,8 @@ crates/lits-model/tests/ run this script, then compute the same things with lits
 compare. Nothing here is stored in the repository: values are made fresh on every run.
 
   unet     random weights (BatchNorm statistics included) and input; logits in eval mode
-           and in train mode (dropout 0), BatchNorm state after the train-mode forward
+           and in train mode (dropout 0), BatchNorm state after the train-mode forward,
+           train-mode logits with the original's dropout from generator seed seed + 1000
   adam     one focal-loss Adam step (lr 1e-4) from random weights; loss and updated state
   losses   focal loss (this re-statement) and MONAI DiceCELoss on random logits
   sliding  MONAI sliding_window_inference of softmax(model) over a random volume
@@ -66,6 +67,14 @@ def cmd_unet(args):
         y_train = m(x)
     out = {"input": x, "eval": y_eval, "train": y_train}
     out.update({"after." + k: v for k, v in state(m).items()})
+    # The same weights with the original's dropout, from a known generator state: channel
+    # dropout draws its masks in the same order in both implementations.
+    d = UNet3d(base_channels=args.base, num_classes=args.classes)
+    d.load_state_dict(load_file(os.path.join(args.out, "weights.safetensors")))
+    d.train()
+    torch.manual_seed(args.seed + 1000)
+    with torch.no_grad():
+        out["train_dropout"] = d(x)
     save_file(out, os.path.join(args.out, "expected.safetensors"))
 
 

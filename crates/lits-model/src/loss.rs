@@ -183,7 +183,7 @@ impl DiceCeLoss {
         let mut dice = (tp * 2.0 + SMOOTH) / (denom + SMOOTH);
         dice = dice.ones_like() - dice;
         if let Some(w) = &weight {
-            dice = dice * w;
+            dice *= w;
         }
         let ce = logits.cross_entropy_loss(target, weight.as_ref(), Reduction::Mean, -100, 0.0);
         dice.mean(kind) + ce

@@ -143,8 +143,8 @@ pub fn batch_iou_original(pred: &[u8], target: &[u8], classes: usize) -> Vec<Opt
 }
 
 /// The original's epoch metrics: per batch, accuracy and [`batch_iou_original`]; per
-/// class, the IoU summed over batches divided by (number of batches holding the class
-/// + 1e-10), so a class no batch held scores 0; the mean IoU is taken over all classes.
+/// class, the IoU summed over batches divided by 1e-10 plus the number of batches holding
+/// the class, so a class no batch held scores 0; the mean IoU is taken over all classes.
 /// These are the numbers of the original's results table (`test_iou_*`, `test_mean_iou`,
 /// `test_avg_acc`).
 #[derive(Debug, Clone, PartialEq)]

@@ -397,7 +397,13 @@ struct FusedConv {
 impl FusedConv {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let (s, p) = (self.stride, self.padding);
-        xs.conv3d(&self.weight, Some(&self.bias), [s, s, s], [p, p, p], [1, 1, 1], 1)
+        if xs.device() == tch::Device::Cpu && xs.kind() == Kind::Float {
+            // Straight to oneDNN: `conv3d`'s heuristics send one-channel inputs and 1×1×1
+            // kernels to a slower im2col path.
+            xs.mkldnn_convolution(&self.weight, Some(&self.bias), [p, p, p], [s, s, s], [1, 1, 1], 1)
+        } else {
+            xs.conv3d(&self.weight, Some(&self.bias), [s, s, s], [p, p, p], [1, 1, 1], 1)
+        }
     }
 
     fn forward_relu(&self, xs: &Tensor) -> Tensor {

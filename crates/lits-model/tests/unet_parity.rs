@@ -10,6 +10,9 @@ use lits_model::weights::load_safetensors;
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Tensor};
 
+/// Held while a test seeds libtorch's global generator and draws from it.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn net(base: i64) -> (nn::VarStore, UNet3d) {
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = UNetConfig { base_channels: base, dropout: 0.0, updown_dropout: 0.0, ..Default::default() };
@@ -48,6 +51,24 @@ fn check_forward(base: i64, shape: &str, seed: &str) {
         }
     }
     assert_eq!(compared, 6 * 2 * 2, "every BatchNorm's running mean and variance");
+
+    // Dropout 0.25 / 0.001 as the original, same generator seed: the channel masks are
+    // drawn in the same order, so even dropout agrees.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = UNetConfig { base_channels: base, ..Default::default() };
+    let dropped = UNet3d::new(&vs.root(), &cfg);
+    let mut vs = vs;
+    load_safetensors(&mut vs, &dir.path().join("weights.safetensors")).unwrap();
+    let y = {
+        // The generator is global and tests run in parallel threads.
+        let _only_me = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed.parse::<i64>().unwrap() + 1000);
+        tch::no_grad(|| dropped.forward_t(x, true))
+    };
+    let d = common::max_abs(&y, &want["train_dropout"]);
+    println!("{shape} base {base}: train with dropout max |Δ| = {d:.2e}");
+    assert!(d < 1e-5, "train logits with dropout differ by {d}");
+    assert!(common::max_abs(&y, &train) > 1e-3, "dropout changed nothing");
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn convert(args: &[&str]) {
 }
 
 #[test]
-fn pytorch_files_and_lightning_checkpoints_convert_both_ways() {
+fn pytorch_state_dicts_and_lightning_checkpoints_load_after_conversion() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
     // The reference writes the same seeded weights as safetensors and as PyTorch files.
@@ -46,8 +46,21 @@ fn pytorch_files_and_lightning_checkpoints_convert_both_ways() {
     assert_same(&want, &loaded(Path::new(&p("plain.safetensors"))));
     convert(&["to-safetensors", &p("ref.ckpt"), &p("ckpt.safetensors")]);
     assert_same(&want, &loaded(Path::new(&p("ckpt.safetensors"))));
+}
 
-    // lits → PyTorch (plain and Lightning) → lits.
+#[test]
+fn lits_weights_go_to_pytorch_and_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    tch::manual_seed(6);
+    let (want, _net) = model();
+    tch::no_grad(|| {
+        for (name, t) in want.variables() {
+            if name.ends_with("running_var") || name.ends_with("num_batches_tracked") {
+                let _ = t.shallow_clone().fill_(if name.ends_with("var") { 1.5 } else { 9.0 });
+            }
+        }
+    });
     save_safetensors(&want, Path::new(&p("lits.safetensors"))).unwrap();
     convert(&["to-pytorch", &p("lits.safetensors"), &p("back.pt")]);
     convert(&["to-pytorch", &p("lits.safetensors"), &p("back.ckpt"), "--lightning"]);
