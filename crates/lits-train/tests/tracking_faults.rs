@@ -70,9 +70,11 @@ fn hanging_server_never_blocks_and_finish_is_bounded() {
     let t = Tracker::start_with_auth(dir.path(), &cfg(&fake.uri), Auth::None, &[], &[]);
     log_run(&t, dir.path(), 20);
     let finishing = Instant::now();
-    t.finish_within(RunStatus::Finished, Duration::from_secs(1));
+    t.finish(RunStatus::Finished);
+    // The first call has had no answer since the start: finish gives up once it has waited
+    // about two seconds, not the full five it grants a server that answers.
     let took = finishing.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(2), "finish took {took:?}");
+    assert!(took < Duration::from_secs(3), "finish took {took:?}");
     assert_journal_complete(dir.path(), 20);
 }
 

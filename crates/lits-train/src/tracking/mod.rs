@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use auth::Auth;
 pub use error::{Error, Result};
@@ -36,7 +36,7 @@ pub use sync::{sync, sync_with_auth, SyncReport};
 
 use client::{parse_uri, Client};
 use journal::{Outbox, Paths};
-use worker::{Shared, Worker, FINISH_WAIT};
+use worker::{Shared, Worker, FINISH_WAIT, STALL};
 
 /// Experiment the runs go to when `MLFLOW_EXPERIMENT_NAME` is not set (MLflow's own default).
 pub const DEFAULT_EXPERIMENT: &str = "Default";
@@ -98,6 +98,32 @@ struct Sender {
     wake: SyncSender<()>,
     // In a Mutex only so that a Tracker can be shared between threads.
     done: Mutex<Receiver<()>>,
+}
+
+impl Sender {
+    /// Waits until the sender has delivered everything, at most `wait`. Gives up at once
+    /// when the server is known to be unavailable, and as soon as one call has been waiting
+    /// for an answer longer than [`STALL`]: a server that does not answer would otherwise
+    /// hold the end of training for the whole `wait`.
+    fn drained(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let Ok(done) = self.done.lock() else { return false };
+        loop {
+            if self.shared.down.load(Ordering::SeqCst) || self.shared.offline.load(Ordering::SeqCst) {
+                return false;
+            }
+            let started = self.shared.call_started_ms.load(Ordering::SeqCst);
+            if started != 0 && now_ms() - started > STALL.as_millis() as i64 {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            if done.recv_timeout(Duration::from_millis(10)).is_ok() {
+                return true;
+            }
+        }
+    }
 }
 
 impl Tracker {
@@ -214,8 +240,9 @@ impl Tracker {
     }
 
     /// Records the end of the run and gives the sender a few seconds to deliver what is
-    /// left; returns at once when the server is already known to be unavailable. What is not
-    /// sent stays in the journal for `lits sync`.
+    /// left; returns at once when the server is known to be unavailable, and after a couple
+    /// of seconds when it stopped answering. What is not sent stays in the journal for
+    /// `lits sync`.
     pub fn finish(self, status: RunStatus) {
         self.finish_within(status, FINISH_WAIT);
     }
@@ -226,9 +253,7 @@ impl Tracker {
         let Some(s) = self.sender.take() else { return };
         s.shared.finishing.store(true, Ordering::SeqCst);
         let _ = s.wake.try_send(());
-        let unavailable = s.shared.down.load(Ordering::SeqCst) || s.shared.offline.load(Ordering::SeqCst);
-        let delivered = || s.done.lock().is_ok_and(|d| d.recv_timeout(wait).is_ok());
-        if unavailable || !delivered() {
+        if !s.drained(wait) {
             s.shared.stop.store(true, Ordering::SeqCst);
         }
         let left = s.shared.written.load(Ordering::SeqCst).saturating_sub(s.shared.acked.load(Ordering::SeqCst));

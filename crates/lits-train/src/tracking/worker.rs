@@ -3,7 +3,7 @@
 //! It never touches the training thread: the trainer only appends a line and nudges it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ use super::warn;
 
 /// Once the trainer has finished, the sender gets this long to drain what is left.
 pub(crate) const FINISH_WAIT: Duration = Duration::from_secs(5);
+/// A call without an answer for this long counts as a stalled server when training ends.
+pub(crate) const STALL: Duration = Duration::from_secs(2);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -28,6 +30,9 @@ pub(crate) struct Shared {
     pub acked: AtomicUsize,
     /// The last call failed and the sender is waiting to retry.
     pub down: AtomicBool,
+    /// When the call now waiting for the server began (ms since the Unix epoch); 0 when
+    /// none is.
+    pub call_started_ms: AtomicI64,
     /// The sender gave up for this run (a permanent error).
     pub offline: AtomicBool,
     /// The trainer has finished: drain and stop.
@@ -91,7 +96,10 @@ impl Worker {
                 }
                 continue;
             }
-            match self.step(&mut remote, &records, &mut next, initial_state.as_ref()) {
+            self.shared.call_started_ms.store(super::now_ms(), Ordering::SeqCst);
+            let result = self.step(&mut remote, &records, &mut next, initial_state.as_ref());
+            self.shared.call_started_ms.store(0, Ordering::SeqCst);
+            match result {
                 Ok(()) => {
                     backoff = BACKOFF_FIRST;
                     if self.shared.down.swap(false, Ordering::SeqCst) {
