@@ -173,8 +173,9 @@ fn bad_configs_fail_before_any_work() {
     fails_with(&cache, &["--out", tmp.path().join("o1").to_str().unwrap()], Some(&unknown), "learning_rate");
     let neg = edit("neg.json", &|v| v["optimizer"]["lr"] = (-0.001).into());
     fails_with(&cache, &["--out", tmp.path().join("o2").to_str().unwrap()], Some(&neg), "optimizer.lr");
-    let big = edit("big.json", &|v| v["patches"]["patch"] = serde_json::json!([128, 128, 128]));
-    fails_with(&cache, &["--out", tmp.path().join("o3").to_str().unwrap()], Some(&big), "patch");
+    // The U-Net halves a patch twice, so every side must be a multiple of 4.
+    let odd = edit("odd.json", &|v| v["patches"]["patch"] = serde_json::json!([16, 18, 16]));
+    fails_with(&cache, &["--out", tmp.path().join("o3").to_str().unwrap()], Some(&odd), "patches.patch[1]");
     fails_with(&cache, &["--data", "/nonexistent/lits", "--out", tmp.path().join("o4").to_str().unwrap()], Some(&base), "/nonexistent/lits");
     fails_with(&cache, &["--out", "/proc/lits-run"], Some(&base), "/proc/lits-run");
     let missing = tmp.path().join("nope.json");

@@ -8,4 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 # The dev profile builds dependencies at opt-level 2; the work itself runs in libtorch.
 cargo build -q -p lits-model --example bench_model
-exec .venv/bin/python scripts/bench/model_bench.py run --bin target/debug/examples/bench_model "$@"
+exec .venv/bin/python scripts/bench/model_bench.py run \
+    --bin "${CARGO_TARGET_DIR:-target}/debug/examples/bench_model" "$@"
