@@ -102,6 +102,88 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     }
 }
 
+/// The largest extent, in voxels per axis, a case can have after preprocessing, worked out
+/// from headers (or, for phantoms not yet generated, from their config) without reading a
+/// voxel. Cropping is ignored, so this is an upper bound.
+pub fn prepared_extent_bound(cfg: &TrainConfig) -> Result<[usize; 3]> {
+    use lits_data::resample::Grid;
+    let spacing_mode = match &cfg.preprocess {
+        PreprocessConfig::Mlfcore(m) => return Ok([m.cube; 3]),
+        PreprocessConfig::Spacing(s) => s,
+    };
+    let Some(dir) = &cfg.data.dir else {
+        // Phantoms: in-plane axes 0 and 1, slices along 2 once reoriented to RAS; some are
+        // stored with permuted axes, so without reorientation any axis may be any of them.
+        let sy = &cfg.data.synth;
+        let extent_mm = [
+            sy.in_plane_voxels[1] as f64 * sy.in_plane_spacing_mm[1],
+            sy.in_plane_voxels[1] as f64 * sy.in_plane_spacing_mm[1],
+            sy.slices[1] as f64 * sy.slice_spacing_mm[1],
+        ];
+        // The median spacing lies within the drawn range, so its smallest value bounds it.
+        let target = spacing_mode.target_spacing.unwrap_or([
+            sy.in_plane_spacing_mm[0],
+            sy.in_plane_spacing_mm[0],
+            sy.slice_spacing_mm[0],
+        ]);
+        let mut out = [0, 1, 2].map(|a| (extent_mm[a] / target[a]).ceil() as usize + 1);
+        if !spacing_mode.canonical {
+            let m = *out.iter().max().expect("three axes");
+            out = [m; 3];
+        }
+        return Ok(out);
+    };
+    let ds = dataset::discover(dir)?;
+    let headers: Vec<nifti::Header> = ds.cases.par_iter().map(|c| nifti::read_header(&c.image)).collect::<lits_data::Result<_>>()?;
+    // Shape and spacing on the axes the mode works on.
+    let working: Vec<([usize; 3], [f64; 3])> = headers
+        .iter()
+        .map(|h| {
+            let affine = h.geometry.affine;
+            let spacing = preprocess::working_spacing(&cfg.preprocess, h.geometry.spacing(), &affine);
+            let mut shape = h.shape;
+            if spacing_mode.canonical {
+                for (a, (w, _)) in lits_data::orient::io_orientation(&affine).into_iter().enumerate() {
+                    shape[w] = h.shape[a];
+                }
+            }
+            (shape, spacing)
+        })
+        .collect();
+    let spacings: Vec<[f64; 3]> = working.iter().map(|w| w.1).collect();
+    let Some(target) = spacing_mode.target_spacing.or_else(|| preprocess::median_spacing(&spacings)) else {
+        return Ok([usize::MAX; 3]);
+    };
+    let mut out = [0usize; 3];
+    for (shape, spacing) in working {
+        let grid = Grid { shape, spacing, affine: [[0.0; 4]; 4] };
+        let g = grid.with_spacing(target, spacing_mode.alignment)?;
+        for a in 0..3 {
+            out[a] = out[a].max(g.shape[a]);
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a training patch larger than every preprocessed case along some axis: nothing
+/// but padding would fill that part of every patch. (A patch larger than only some cases is
+/// fine: those are padded, as nnU-Net does.)
+pub fn check_patch_fits(cfg: &TrainConfig) -> Result<()> {
+    let bound = prepared_extent_bound(cfg)?;
+    let patch = cfg.patches.patch;
+    if (0..3).any(|a| patch[a] > bound[a]) {
+        let source = match &cfg.data.dir {
+            Some(d) => format!("the cases in {}", d.display()),
+            None => "the synthetic phantoms".to_string(),
+        };
+        return Err(Error::config(
+            "patches.patch",
+            format!("{patch:?} is larger than every volume: {source} are at most {bound:?} voxels once preprocessed"),
+        ));
+    }
+    Ok(())
+}
+
 /// The train/validation split the config asks for.
 pub fn resolve_split(cfg: &TrainConfig, ds: &dataset::Dataset) -> Result<Split> {
     let ids = ds.ids();

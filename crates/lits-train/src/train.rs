@@ -81,6 +81,7 @@ pub struct Summary {
 /// Starts a new run in `run_dir`, which must not exist or be empty.
 pub fn train(cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     cfg.validate()?;
+    data::check_patch_fits(&cfg)?;
     prepare_run_dir(run_dir)?;
     let run = RunDir::new(run_dir);
     // A run that fails before its first step leaves nothing behind.
