@@ -176,10 +176,15 @@ fn bad_configs_fail_before_any_work() {
     // The U-Net halves a patch twice, so every side must be a multiple of 4.
     let odd = edit("odd.json", &|v| v["patches"]["patch"] = serde_json::json!([16, 18, 16]));
     fails_with(&cache, &["--out", tmp.path().join("o3").to_str().unwrap()], Some(&odd), "patches.patch[1]");
+    // Larger than every phantom once resampled: refused from the config alone, before the
+    // phantoms are generated.
+    let big = edit("big.json", &|v| v["patches"]["patch"] = serde_json::json!([128, 128, 128]));
+    fails_with(&cache, &["--out", tmp.path().join("o5").to_str().unwrap()], Some(&big), "larger than every volume");
     fails_with(&cache, &["--data", "/nonexistent/lits", "--out", tmp.path().join("o4").to_str().unwrap()], Some(&base), "/nonexistent/lits");
     fails_with(&cache, &["--out", "/proc/lits-run"], Some(&base), "/proc/lits-run");
     let missing = tmp.path().join("nope.json");
     fails_with(&cache, &[], Some(&missing), "nope.json");
     // Nothing was generated or trained for any of them.
-    assert!(["o1", "o2", "o3", "o4"].iter().all(|o| !tmp.path().join(o).exists()));
+    assert!(["o1", "o2", "o3", "o4", "o5"].iter().all(|o| !tmp.path().join(o).exists()));
+    assert!(!cache.exists(), "phantoms were generated for a config that cannot train");
 }
