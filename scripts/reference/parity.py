@@ -110,10 +110,14 @@ def cmd_losses(args):
             key = "focal.%s.%s.%s" % (name, ",".join(map(str, w)), g)
             out[key] = focal_loss(logits, t, w, gamma=g).reshape(1)
         for w in [None, (0.2, 1.0, 2.5)]:
-            weight = None if w is None else torch.tensor(w, dtype=torch.float64)
-            loss = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
-            key = "dicece.%s.%s" % (name, "none" if w is None else ",".join(map(str, w)))
-            out[key] = loss(logits, t[:, None]).reshape(1)
+            for batch in (False, True):
+                for bg in (True, False):
+                    weight = None if w is None else torch.tensor(w, dtype=torch.float64)
+                    loss = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight, batch=batch,
+                                      include_background=bg)
+                    key = "dicece.%s.%s.batch=%d.bg=%d" % (
+                        name, "none" if w is None else ",".join(map(str, w)), batch, bg)
+                    out[key] = loss(logits, t[:, None]).reshape(1)
     save_file(out, os.path.join(args.out, "expected.safetensors"))
 
 

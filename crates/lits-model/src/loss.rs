@@ -126,9 +126,13 @@ impl FocalLoss {
 /// Dice is computed per sample and class over the volume, `1 − (2·tp + s) / (Σp + Σy + s)`
 /// with `s` = 1e-5, multiplied by the class weight and averaged over samples and classes;
 /// cross-entropy is PyTorch's class-weighted mean. Without weights all classes count 1.
+/// This is MONAI's `DiceCELoss(to_onehot_y=True, softmax=True)`, including its `batch` and
+/// `include_background` switches ([`DiceCeLoss::batch`], [`DiceCeLoss::include_background`]).
 #[derive(Debug)]
 pub struct DiceCeLoss {
     weights: Option<Vec<f64>>,
+    batch: bool,
+    include_background: bool,
 }
 
 impl DiceCeLoss {
@@ -142,7 +146,7 @@ impl DiceCeLoss {
 
     /// Dice + cross-entropy with every class weighted 1.
     pub fn unweighted() -> Self {
-        DiceCeLoss { weights: None }
+        DiceCeLoss { weights: None, batch: false, include_background: true }
     }
 
     /// [`DiceCeLoss::new`] returning an error for weights that cannot work.
@@ -150,7 +154,21 @@ impl DiceCeLoss {
         if let Some(w) = class_weights {
             check_weights(w)?;
         }
-        Ok(DiceCeLoss { weights: class_weights.map(<[f64]>::to_vec) })
+        Ok(DiceCeLoss { weights: class_weights.map(<[f64]>::to_vec), batch: false, include_background: true })
+    }
+
+    /// Sums Dice's intersection and volumes over the whole batch before dividing (nnU-Net's
+    /// "batch Dice"), so a patch without tumour does not drive the tumour Dice to 1 by itself.
+    pub fn batch(mut self, on: bool) -> Self {
+        self.batch = on;
+        self
+    }
+
+    /// Whether the background class has a Dice term (cross-entropy always covers it). Without
+    /// it, the class weights from the second on weight the Dice terms, as in MONAI.
+    pub fn include_background(mut self, on: bool) -> Self {
+        self.include_background = on;
+        self
     }
 
     /// Checks that `logits` and `target` can go through [`DiceCeLoss::forward`].
@@ -177,12 +195,19 @@ impl DiceCeLoss {
             .map(|w| Tensor::from_slice(w).to_kind(kind).to_device(logits.device()));
         let p = logits.softmax(1, kind);
         let y = one_hot(target, c, kind);
-        let spatial: Vec<i64> = (2..logits.dim() as i64).collect();
-        let tp = (&p * &y).sum_dim_intlist(&spatial[..], false, kind);
-        let denom = p.sum_dim_intlist(&spatial[..], false, kind) + y.sum_dim_intlist(&spatial[..], false, kind);
+        let (p, y, dice_weight) = if self.include_background {
+            (p, y, weight.as_ref().map(Tensor::shallow_clone))
+        } else {
+            (p.narrow(1, 1, c - 1), y.narrow(1, 1, c - 1), weight.as_ref().map(|w| w.narrow(0, 1, c - 1)))
+        };
+        // Spatial axes, and the batch axis too for batch Dice.
+        let reduce: Vec<i64> = (0..logits.dim() as i64).filter(|&a| a >= 2 || (a == 0 && self.batch)).collect();
+        let reduce = &reduce[..];
+        let tp = (&p * &y).sum_dim_intlist(reduce, false, kind);
+        let denom = p.sum_dim_intlist(reduce, false, kind) + y.sum_dim_intlist(reduce, false, kind);
         let mut dice = (tp * 2.0 + SMOOTH) / (denom + SMOOTH);
         dice = dice.ones_like() - dice;
-        if let Some(w) = &weight {
+        if let Some(w) = &dice_weight {
             dice *= w;
         }
         let ce = logits.cross_entropy_loss(target, weight.as_ref(), Reduction::Mean, -100, 0.0);
@@ -211,11 +236,23 @@ pub struct LossConfig {
     pub class_weights: Vec<f64>,
     /// Focusing parameter of the focal loss (ignored by Dice + cross-entropy).
     pub gamma: f64,
+    /// Dice + cross-entropy only: Dice over the whole batch rather than per sample
+    /// (default false, as MONAI; nnU-Net trains with it on).
+    pub batch_dice: bool,
+    /// Dice + cross-entropy only: give the background a Dice term (default true, as MONAI;
+    /// nnU-Net leaves it out).
+    pub dice_background: bool,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { kind: LossKind::Focal, class_weights: vec![0.2, 1.0, 2.5], gamma: 2.0 }
+        LossConfig {
+            kind: LossKind::Focal,
+            class_weights: vec![0.2, 1.0, 2.5],
+            gamma: 2.0,
+            batch_dice: false,
+            dice_background: true,
+        }
     }
 }
 
@@ -224,7 +261,11 @@ impl LossConfig {
     pub fn build(&self) -> Result<Loss> {
         Ok(match self.kind {
             LossKind::Focal => Loss::Focal(FocalLoss::try_new(&self.class_weights, self.gamma)?),
-            LossKind::DiceCe => Loss::DiceCe(DiceCeLoss::try_new(Some(&self.class_weights))?),
+            LossKind::DiceCe => Loss::DiceCe(
+                DiceCeLoss::try_new(Some(&self.class_weights))?
+                    .batch(self.batch_dice)
+                    .include_background(self.dice_background),
+            ),
         })
     }
 }

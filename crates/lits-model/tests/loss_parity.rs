@@ -1,6 +1,7 @@
 //! Losses against PyTorch: the focal loss against the re-statement of the original
 //! (`scripts/reference/focal_loss.py`), Dice + cross-entropy against MONAI's `DiceCELoss`,
-//! including a sample and a whole batch without tumour.
+//! per sample and over the batch, with and without the background's Dice term, including a
+//! sample and a whole batch without tumour.
 
 mod common;
 
@@ -22,14 +23,20 @@ fn focal_and_dice_ce_match_the_references() {
             assert!((got - exp).abs() < 1e-6, "{key}: {got} vs {exp}");
             checked += 1;
         }
-        for (name, loss) in [("none", DiceCeLoss::unweighted()), ("0.2,1.0,2.5", DiceCeLoss::new(&[0.2, 1.0, 2.5]))] {
-            let key = format!("dicece.{target}.{name}");
-            loss.check(logits, t).unwrap();
-            let got = loss.forward(logits, t).double_value(&[]);
-            let exp = want[&key].double_value(&[0]);
-            assert!((got - exp).abs() < 1e-6, "{key}: {got} vs {exp}");
-            checked += 1;
+        for batch in [false, true] {
+            for bg in [true, false] {
+                let losses = [("none", DiceCeLoss::unweighted()), ("0.2,1.0,2.5", DiceCeLoss::new(&[0.2, 1.0, 2.5]))];
+                for (name, loss) in losses {
+                    let loss = loss.batch(batch).include_background(bg);
+                    let key = format!("dicece.{target}.{name}.batch={}.bg={}", u8::from(batch), u8::from(bg));
+                    loss.check(logits, t).unwrap();
+                    let got = loss.forward(logits, t).double_value(&[]);
+                    let exp = want[&key].double_value(&[0]);
+                    assert!((got - exp).abs() < 1e-6, "{key}: {got} vs {exp}");
+                    checked += 1;
+                }
+            }
         }
     }
-    assert_eq!(checked, 10);
+    assert_eq!(checked, 22);
 }
