@@ -273,6 +273,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_shipped_config_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let mut c = TrainConfig::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                // The LiTS configs name a data folder and a GPU this machine need not have.
+                c.data.dir = None;
+                c.device = "cpu".into();
+                c.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["lits-patch.json", "mlf-core-lits.json", "quickstart.json"]);
+    }
+
+    #[test]
+    fn the_mlf_core_config_is_the_original_setup() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let c = TrainConfig::from_file(&dir.join("mlf-core-lits.json")).unwrap();
+        assert_eq!(c.patches.patch, [128, 128, 128]);
+        assert_eq!(c.patches.batch_size, 4);
+        assert_eq!(c.epochs, 1201);
+        assert_eq!(c.optimizer.lr(), 1e-4);
+        assert_eq!(c.loss.class_weights, [0.2, 1.0, 2.5]);
+        assert_eq!(c.model.dropout, 0.25);
+        assert_eq!(c.validation.every, 10);
+        assert!(matches!(c.schedule, ScheduleConfig::Plateau { patience: 10, .. }));
+        assert!(matches!(c.preprocess, PreprocessConfig::Mlfcore(_)));
+        assert_eq!(c.data.split, SplitConfig::Original);
+    }
+
+    #[test]
     fn unknown_fields_are_rejected_with_the_file_name() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.json");
