@@ -60,26 +60,32 @@ def side(args):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    m = load_model(args)
+    dev = torch.device(args.device)
+    m = load_model(args).to(dev)
     s = args.size
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     if args.what == "forward":
         m.eval()
-        x = torch.randn(1, 1, s, s, s)
+        x = torch.randn(1, 1, s, s, s, device=dev)
         with torch.no_grad():
             m(x)
-            times = timed(args.iters, lambda: m(x))
+            times = timed(args.iters, lambda: (m(x), sync()))
     elif args.what == "train":
         from focal_loss import focal_loss
 
         m.train()
-        x = torch.randn(1, 1, s, s, s)
-        y = torch.randint(0, 3, (1, s, s, s))
+        x = torch.randn(1, 1, s, s, s, device=dev)
+        y = torch.randint(0, 3, (1, s, s, s), device=dev)
         opt = torch.optim.Adam(m.parameters(), lr=1e-4)
 
         def step():
             opt.zero_grad()
             focal_loss(m(x), y, (0.2, 1.0, 2.5), gamma=2.0).backward()
             opt.step()
+            sync()
 
         step()
         times = timed(args.iters, step)
@@ -152,7 +158,7 @@ def run(args):
     torch.manual_seed(0)
     save_file({k: v.contiguous() for k, v in UNet3d().state_dict().items()}, weights)
 
-    common = ["--weights", weights, "--threads", str(args.threads)]
+    common = ["--weights", weights, "--threads", str(args.threads), "--device", args.device]
     jobs = [
         ("forward", ["--size", str(args.size), "--iters", str(args.iters)]),
         ("train", ["--size", str(args.size), "--iters", str(args.iters)]),
@@ -212,6 +218,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--weights")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (forward and train)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--sliding-iters", type=int, default=1)

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! bench_model forward|train|sliding --weights W.safetensors [--size 64] [--threads 2]
-//!     [--iters 5] [--volume 128,128,96] [--patch 64] [--batch 1] [--plain]
+//!     [--iters 5] [--volume 128,128,96] [--patch 64] [--batch 1] [--plain] [--device cpu]
 //! ```
 //! `--plain` runs inference through `forward_t` instead of the fused inference network.
+//! `--device cuda` runs forward (plain) and training steps on the GPU, synchronising after
+//! each timed iteration.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,6 +29,7 @@ struct Args {
     patch: i64,
     batch: usize,
     plain: bool,
+    device: Device,
 }
 
 fn parse() -> Args {
@@ -42,6 +45,7 @@ fn parse() -> Args {
         patch: 64,
         batch: 1,
         plain: false,
+        device: Device::Cpu,
     };
     while let Some(flag) = it.next() {
         if flag == "--plain" {
@@ -57,6 +61,13 @@ fn parse() -> Args {
             "--volume" => a.volume = v.split(',').map(|s| s.parse().unwrap()).collect(),
             "--patch" => a.patch = v.parse().unwrap(),
             "--batch" => a.batch = v.parse().unwrap(),
+            "--device" => {
+                a.device = match v.as_str() {
+                    "cpu" => Device::Cpu,
+                    "cuda" => Device::Cuda(0),
+                    d => Device::Cuda(d.strip_prefix("cuda:").and_then(|n| n.parse().ok()).expect("cpu, cuda or cuda:N")),
+                }
+            }
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -73,11 +84,14 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn time(iters: usize, mut f: impl FnMut()) -> Vec<f64> {
+fn time(iters: usize, device: Device, mut f: impl FnMut()) -> Vec<f64> {
     (0..iters)
         .map(|_| {
             let t = Instant::now();
             f();
+            if let Device::Cuda(n) = device {
+                tch::Cuda::synchronize(n as i64);
+            }
             t.elapsed().as_secs_f64()
         })
         .collect()
@@ -87,29 +101,30 @@ fn main() {
     let a = parse();
     tch::set_num_threads(a.threads);
     tch::manual_seed(0);
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let dev = a.device;
+    let mut vs = nn::VarStore::new(dev);
     let net = UNet3d::new(&vs.root(), &UNetConfig::default());
     load_safetensors(&mut vs, &a.weights).unwrap();
     let s = a.size;
     let times = match a.what.as_str() {
         "forward" => {
-            let x = Tensor::randn([1, 1, s, s, s], (Kind::Float, Device::Cpu));
-            if a.plain {
+            let x = Tensor::randn([1, 1, s, s, s], (Kind::Float, dev));
+            if a.plain || dev != Device::Cpu {
                 let _ = tch::no_grad(|| net.forward_t(&x, false));
-                time(a.iters, || {
+                time(a.iters, dev, || {
                     let _ = tch::no_grad(|| net.forward_t(&x, false));
                 })
             } else {
                 let fused = net.fused();
                 let _ = fused.forward(&x);
-                time(a.iters, || {
+                time(a.iters, dev, || {
                     let _ = fused.forward(&x);
                 })
             }
         }
         "train" => {
-            let x = Tensor::randn([1, 1, s, s, s], (Kind::Float, Device::Cpu));
-            let y = Tensor::randint(3, [1, s, s, s], (Kind::Int64, Device::Cpu));
+            let x = Tensor::randn([1, 1, s, s, s], (Kind::Float, dev));
+            let y = Tensor::randint(3, [1, s, s, s], (Kind::Int64, dev));
             let loss = FocalLoss::new(&[0.2, 1.0, 2.5], 2.0);
             let mut opt = nn::Adam::default().build(&vs, 1e-4).unwrap();
             let mut step = || {
@@ -119,14 +134,14 @@ fn main() {
                 opt.step();
             };
             step();
-            time(a.iters, step)
+            time(a.iters, dev, step)
         }
         "sliding" => {
             let v = &a.volume;
-            let vol = Tensor::randn([1, v[0], v[1], v[2]], (Kind::Float, Device::Cpu));
+            let vol = Tensor::randn([1, v[0], v[1], v[2]], (Kind::Float, dev));
             let cfg = SlidingWindowConfig { patch: [a.patch; 3], batch: a.batch, ..Default::default() };
             let fused = net.fused();
-            time(a.iters, || {
+            time(a.iters, dev, || {
                 let p = if a.plain {
                     sliding_window(&|x| net.forward_t(x, false), &vol, 3, &cfg).unwrap()
                 } else {
