@@ -1,54 +1,11 @@
 //! End-to-end tests of `lits predict`: a tiny run is trained, then scans in RAS and in
 //! another orientation (anisotropic spacing) are segmented; nibabel reads the masks back.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
-
-fn lits(cache: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lits"));
-    c.env_remove("LD_LIBRARY_PATH").env("LITS_CACHE_DIR", cache).env_remove("LITS_FAILPOINT");
-    c.env_remove("MLFLOW_TRACKING_URI");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "lits failed ({}):\n{}\n{}", o.status, text(&o.stdout), text(&o.stderr));
-    o
-}
-
-/// One epoch of a 4-channel U-Net on four small phantoms (validated, so `best.safetensors`).
-fn train_tiny(tmp: &Path, cache: &Path) -> std::path::PathBuf {
-    let cfg = serde_json::json!({
-        "name": "tiny",
-        "seed": 0,
-        "threads": 2,
-        "loader_workers": 2,
-        "data": {
-            "synth": { "cases": 4, "seed": 7, "in_plane_voxels": [40, 44], "slices": [20, 24],
-                       "in_plane_spacing_mm": [7.0, 8.0], "slice_spacing_mm": [9.0, 11.0] },
-            "split": { "kind": "ids", "val": [3] }
-        },
-        "preprocess": { "mode": "spacing", "target_spacing": [8.0, 8.0, 10.0],
-                        "intensity": { "kind": "window", "lower": -200.0, "upper": 300.0 } },
-        "patches": { "patch": [16, 16, 16], "batch_size": 2, "foreground_fraction": 0.5 },
-        "model": { "base_channels": 4, "dropout": 0.1, "updown_dropout": 0.001 },
-        "optimizer": { "kind": "adam", "lr": 0.001 },
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "validation": { "every": 1, "sliding_window": { "patch": [16, 16, 16], "overlap": 0.25 } }
-    });
-    let p = tmp.join("tiny.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    let run = tmp.join("run");
-    ok(lits(cache).args(["train", "--config"]).arg(&p).arg("--out").arg(&run).output().unwrap());
-    run
-}
+use common::{lits, ok, python, text, train_tiny};
 
 /// Writes `ras.nii.gz` (RAS, 7.5 × 8 × 10 mm) and `other.nii.gz` (the same world image
 /// stored with axes permuted and flipped, an LPS-like orientation) plus `bad.nii.gz`
@@ -109,11 +66,6 @@ assert np.allclose(probs.sum(0), 1, atol=1e-5), np.abs(probs.sum(0) - 1).max()
 assert np.array_equal(np.argmax(probs, 0), np.asarray(seg.dataobj)), "mask is not the argmax"
 "#;
 
-fn python(script: &str, args: &[&Path]) {
-    let o = Command::new(PYTHON).arg("-c").arg(script).args(args).output().expect("run .venv/bin/python");
-    assert!(o.status.success(), "python check failed:\n{}", text(&o.stderr));
-}
-
 #[test]
 fn masks_keep_geometry_bad_file_reported_bare_mode_is_argmax() {
     let tmp = tempfile::tempdir().unwrap();
@@ -156,4 +108,66 @@ fn masks_keep_geometry_bad_file_reported_bare_mode_is_argmax() {
         .output()
         .unwrap());
     python(CHECK_BARE, &[&inputs, &bare]);
+}
+
+/// Seeded PyTorch weights of the reference U-Net (random BatchNorm statistics included,
+/// `scripts/reference/parity.py`'s `model`) and a float32 volume of exactly one window.
+const MAKE_WINDOW: &str = r#"
+import sys, argparse, numpy as np, nibabel as nib
+sys.path.insert(0, sys.argv[1])
+from parity import model, state
+from safetensors.torch import save_file
+d = sys.argv[2]
+save_file(state(model(argparse.Namespace(seed=5, base=4, classes=3))), d + "/weights.safetensors")
+x = np.random.default_rng(1).normal(0, 1, (16, 24, 20)).astype(np.float32)
+nib.save(nib.Nifti1Image(x, np.diag([0.8, 0.9, 2.5, 1.0])), d + "/window.nii.gz")
+"#;
+
+/// The reference U-Net's eval-mode softmax on the stored voxels, against what lits wrote.
+const CHECK_WINDOW: &str = r#"
+import sys, numpy as np, nibabel as nib, torch
+sys.path.insert(0, sys.argv[1])
+from unet import UNet3d
+from safetensors.torch import load_file
+d, out = sys.argv[2], sys.argv[3]
+m = UNet3d(base_channels=4, num_classes=3)
+m.load_state_dict(load_file(d + "/weights.safetensors"), strict=True)
+m.eval()
+src = nib.load(d + "/window.nii.gz")
+x = torch.from_numpy(np.asarray(src.dataobj, dtype=np.float32))
+with torch.no_grad():
+    want = torch.softmax(m(x[None, None]), 1)[0].numpy()
+got = np.stack([np.asarray(nib.load(f"{out}/window_seg_prob{c}.nii.gz").dataobj) for c in range(3)])
+assert got.dtype == np.float32 and got.shape == want.shape, (got.dtype, got.shape)
+assert np.array_equal(nib.load(f"{out}/window_seg_prob1.nii.gz").affine, src.affine)
+diff = np.abs(got.astype(np.float64) - want).max()
+assert diff < 1e-5, f"lits and PyTorch softmax differ by {diff}"
+assert want.max(0).min() < 0.9, "degenerate reference: one class everywhere"
+print(f"max |diff| = {diff:.2e}")
+"#;
+
+#[test]
+fn bare_mode_on_one_window_equals_the_pytorch_softmax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = Path::new(common::REFERENCE);
+    python(MAKE_WINDOW, &[reference, tmp.path()]);
+    let cfg = serde_json::json!({
+        "model": { "base_channels": 4 },
+        "validation": { "sliding_window": { "patch": [16, 24, 20] } }
+    });
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let out = tmp.path().join("out");
+    ok(lits(&tmp.path().join("cache"))
+        .args(["predict", "--no-preprocess", "--no-postprocess", "--probabilities", "--weights"])
+        .arg(tmp.path().join("weights.safetensors"))
+        .arg("--config")
+        .arg(&config)
+        .arg(tmp.path().join("window.nii.gz"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap());
+    let report = python(CHECK_WINDOW, &[reference, tmp.path(), &out]);
+    println!("{report}");
 }
