@@ -264,6 +264,9 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
 pub struct SynthManifest {
     /// Always `"lits synth"`.
     pub generator: String,
+    /// [`GENERATOR_VERSION`] of the phantom model that drew the cases (1 when absent).
+    #[serde(default = "first_generator_version")]
+    pub generator_version: u32,
     /// Version of lits that wrote it.
     pub lits_version: String,
     /// The configuration, seed included.
@@ -272,8 +275,16 @@ pub struct SynthManifest {
     pub cases: Vec<CaseInfo>,
 }
 
+fn first_generator_version() -> u32 {
+    1
+}
+
 /// Name of the manifest written beside the cases.
 pub const MANIFEST: &str = "synth.json";
+
+/// Version of the phantom model: the same config and seed give the same phantoms within a
+/// version. Raised whenever the drawn anatomy changes, so caches keyed on it are not reused.
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// Writes the dataset in LiTS layout: `volume-N.nii.gz` (float32 or scaled int16, see
 /// [`CaseInfo::storage`]) and `segmentation-N.nii.gz` (uint8) for `N` in `0..cfg.cases`, then
@@ -305,6 +316,7 @@ pub fn write_dataset(dir: &Path, cfg: &SynthConfig) -> Result<Vec<PathBuf>> {
     }
     let manifest = SynthManifest {
         generator: "lits synth".into(),
+        generator_version: GENERATOR_VERSION,
         lits_version: env!("CARGO_PKG_VERSION").into(),
         config: cfg.clone(),
         cases,
@@ -760,8 +772,9 @@ impl Body {
                 n += 1;
             }
             for t in 0..n {
-                // The first tumor is large enough to cover voxels at 5 mm slices.
-                let radius = if t == 0 { rng.uniform(6.0, 12.0) } else { 3.0 + 9.0 * rng.unit().powf(1.3) };
+                // The first tumor is a lesion of 2.4-5 cm across, the common size in LiTS;
+                // satellites are 0.6-2.4 cm.
+                let radius = if t == 0 { rng.uniform(12.0, 25.0) } else { 3.0 + 9.0 * rng.unit().powf(1.3) };
                 if let Some(tumor) = body.place_tumor(rng, radius) {
                     body.tumors.push(tumor);
                 }
@@ -777,7 +790,7 @@ impl Body {
             let c = [0, 1, 2].map(|a| rng.uniform(lo[a], hi[a]));
             if self.liver_level(c) < -0.15 && self.organ_over_liver(c).is_none() && self.cavity(c) {
                 let hyper = rng.chance(0.15);
-                let contrast = if hyper { rng.uniform(20.0, 40.0) } else { rng.uniform(-60.0, -20.0) };
+                let contrast = if hyper { rng.uniform(25.0, 45.0) } else { rng.uniform(-70.0, -30.0) };
                 let rim = if !hyper && rng.chance(0.25) { rng.uniform(10.0, 25.0) } else { 0.0 };
                 return Some(Tumor {
                     blob: Blob::draw(rng, c, [radius; 3], 0.2, 0.12, 2.5 * radius),

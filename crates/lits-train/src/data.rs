@@ -80,7 +80,7 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     if let Some(d) = &cfg.data.dir {
         return Ok(d.clone());
     }
-    let key = crate::seed::sha256_json(&cfg.data.synth);
+    let key = crate::seed::sha256_json(&(&cfg.data.synth, synth::GENERATOR_VERSION));
     let dir = cache_root(cfg).join("synth").join(&key[..16]);
     if dir.join("synth.json").is_file() {
         return Ok(dir);
