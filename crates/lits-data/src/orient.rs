@@ -66,23 +66,41 @@ pub struct Reorientation {
     canonical_affine: [[f64; 4]; 4],
 }
 
-/// The volume reoriented to RAS (axes permuted and flipped; the affine and spacing follow,
-/// so every voxel keeps its world position), and how to go back.
-pub fn to_canonical<T: Clone>(v: &Volume<T>) -> (Volume<T>, Reorientation) {
-    let ornt = io_orientation(&v.affine);
+/// Whether the array axes of `affine` already run towards R, A and S.
+pub fn is_ras(affine: &[[f64; 4]; 4]) -> bool {
+    io_orientation(affine) == [(0, 1), (1, 1), (2, 1)]
+}
+
+/// For each canonical (RAS) axis, the array axis it comes from and whether it runs against it.
+fn canonical_axes(affine: &[[f64; 4]; 4]) -> ([usize; 3], [bool; 3]) {
     let mut source_axis = [0; 3];
     let mut flipped = [false; 3];
-    for (a, &(w, d)) in ornt.iter().enumerate() {
+    for (a, &(w, d)) in io_orientation(affine).iter().enumerate() {
         source_axis[w] = a;
         flipped[w] = d < 0;
     }
-    let shape = v.shape();
+    (source_axis, flipped)
+}
+
+/// The voxels of `v` seen in RAS order without copying them, and the voxel size along the
+/// view's axes: `view[[i, j, k]]` grows towards R, A and S with `i`, `j`, `k`.
+pub fn canonical_view<T>(v: &Volume<T>) -> (ndarray::ArrayView3<'_, T>, [f64; 3]) {
+    let (source_axis, flipped) = canonical_axes(&v.affine);
     let mut view = v.data.view().permuted_axes(source_axis);
     for (a, &f) in flipped.iter().enumerate() {
         if f {
             view.invert_axis(ndarray::Axis(a));
         }
     }
+    (view, source_axis.map(|s| v.spacing[s]))
+}
+
+/// The volume reoriented to RAS (axes permuted and flipped; the affine and spacing follow,
+/// so every voxel keeps its world position), and how to go back.
+pub fn to_canonical<T: Clone>(v: &Volume<T>) -> (Volume<T>, Reorientation) {
+    let (source_axis, flipped) = canonical_axes(&v.affine);
+    let shape = v.shape();
+    let (view, spacing) = canonical_view(v);
     // new voxel n is old voxel o = T n, so the new affine is A T.
     let mut t = [[0.0; 4]; 4];
     t[3][3] = 1.0;
@@ -92,7 +110,6 @@ pub fn to_canonical<T: Clone>(v: &Volume<T>) -> (Volume<T>, Reorientation) {
         t[s][3] = if flipped[a] { (shape[s] - 1) as f64 } else { 0.0 };
     }
     let affine = matmul4(&v.affine, &t);
-    let spacing = source_axis.map(|s| v.spacing[s]);
     let out = Volume { data: view.as_standard_layout().into_owned(), spacing, affine };
     let r = Reorientation {
         source_axis,

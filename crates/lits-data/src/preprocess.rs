@@ -12,6 +12,8 @@
 //! Every prepared case carries a [`CaseRecord`] that takes a prediction on the prepared grid
 //! back to the source scan's grid.
 
+use std::borrow::Cow;
+
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
@@ -176,19 +178,50 @@ impl PreprocessConfig {
         }
         match self {
             PreprocessConfig::Spacing(c) => {
-                let target = match (c.target_spacing, median_spacing) {
-                    (Some(t), _) | (None, Some(t)) => t,
-                    (None, None) => {
-                        return Err(Error::Config {
-                            field: "target_spacing".into(),
-                            msg: "not set, and the dataset's median spacing is not known".into(),
-                        })
-                    }
-                };
-                prepare_spacing(c, target, image, labels)
+                prepare_spacing(c, c.target(median_spacing)?, image, labels)
             }
             PreprocessConfig::Mlfcore(c) => Ok(mlfcore_cube(c, image, labels)),
         }
+    }
+
+    /// The shape a scan of `shape` (voxel size `spacing`, voxel-to-world `affine`) has once
+    /// prepared, cropping left out (so an upper bound where the mode crops);
+    /// `median_spacing` as for [`PreprocessConfig::prepare`]. Reads no voxel, so a header
+    /// that asks for an impossible grid can be refused before any work.
+    pub fn uncropped_shape(
+        &self,
+        shape: [usize; 3],
+        spacing: [f64; 3],
+        affine: &[[f64; 4]; 4],
+        median_spacing: Option<[f64; 3]>,
+    ) -> Result<[usize; 3]> {
+        match self {
+            PreprocessConfig::Mlfcore(c) => Ok([c.cube; 3]),
+            PreprocessConfig::Spacing(c) => {
+                let mut working = shape;
+                if c.canonical {
+                    for (a, (w, _)) in orient::io_orientation(affine).into_iter().enumerate() {
+                        working[w] = shape[a];
+                    }
+                }
+                let grid = Grid {
+                    shape: working,
+                    spacing: working_spacing(self, spacing, affine),
+                    affine: *affine,
+                };
+                Ok(grid.with_spacing(c.target(median_spacing)?, c.alignment)?.shape)
+            }
+        }
+    }
+}
+
+impl SpacingConfig {
+    /// The spacing cases are resampled to: the configured one, else the dataset's median.
+    fn target(&self, median_spacing: Option<[f64; 3]>) -> Result<[f64; 3]> {
+        self.target_spacing.or(median_spacing).ok_or_else(|| Error::Config {
+            field: "target_spacing".into(),
+            msg: "not set, and the dataset's median spacing is not known".into(),
+        })
     }
 }
 
@@ -284,17 +317,29 @@ impl CaseRecord {
                 crop: rec,
                 ..
             } => {
-                let on_crop = resample(
-                    &Volume {
+                let prepared = self.prepared();
+                let on_prepared = if pred.spacing == prepared.spacing && pred.affine == prepared.affine {
+                    Cow::Borrowed(pred)
+                } else {
+                    Cow::Owned(Volume {
                         data: pred.data.clone(),
-                        spacing: self.prepared().spacing,
-                        affine: self.prepared().affine,
-                    },
-                    &crop_grid(rec),
-                )?;
-                let full = crop::paste(&on_crop, rec, fill)?;
+                        spacing: prepared.spacing,
+                        affine: prepared.affine,
+                    })
+                };
+                let on_crop = resample(&on_prepared, &crop_grid(rec))?;
+                drop(on_prepared);
+                let full = if rec.bbox == BBox::full(rec.source.shape) {
+                    Volume {
+                        data: on_crop.data,
+                        spacing: rec.source.spacing,
+                        affine: rec.source.affine,
+                    }
+                } else {
+                    crop::paste(&on_crop, rec, fill)?
+                };
                 Ok(if *canonical {
-                    undo_canonical(&full, source)
+                    undo_canonical(full, source)
                 } else {
                     full
                 })
@@ -337,18 +382,23 @@ impl CaseRecord {
 }
 
 /// A volume on the RAS grid of `source` taken back to `source`'s own axes (the inverse of
-/// [`orient::to_canonical`], worked out from the source affine alone).
-fn undo_canonical<T: Clone>(v: &Volume<T>, source: &Grid) -> Volume<T> {
-    let ornt = orient::io_orientation(&source.affine);
-    let mut view = v.data.view();
-    for &(w, d) in &ornt {
-        if d < 0 {
-            view.invert_axis(ndarray::Axis(w));
+/// [`orient::to_canonical`], worked out from the source affine alone); no copy when the
+/// source is RAS already.
+fn undo_canonical<T: Clone>(v: Volume<T>, source: &Grid) -> Volume<T> {
+    let data = if orient::is_ras(&source.affine) {
+        v.data
+    } else {
+        let ornt = orient::io_orientation(&source.affine);
+        let mut view = v.data.view();
+        for &(w, d) in &ornt {
+            if d < 0 {
+                view.invert_axis(ndarray::Axis(w));
+            }
         }
-    }
-    // Source axis a is canonical axis ornt[a].0.
-    let view = view.permuted_axes(ornt.map(|(w, _)| w));
-    let data = view.as_standard_layout().into_owned();
+        // Source axis a is canonical axis ornt[a].0.
+        let view = view.permuted_axes(ornt.map(|(w, _)| w));
+        view.as_standard_layout().into_owned()
+    };
     assert_eq!(
         data.shape(),
         source.shape,
@@ -378,33 +428,35 @@ pub fn prepare_spacing(
     labels: Option<&Labels>,
 ) -> Result<Prepared> {
     let source = Grid::of(image);
-    let (image, labels) = if cfg.canonical {
+    // Borrowed where nothing changes, and each intermediate dropped once used: a CT is
+    // hundreds of MB, so a needless copy is what sets the peak memory.
+    let reorient = cfg.canonical && !orient::is_ras(&image.affine);
+    let (image, labels): (Cow<'_, Image>, Option<Cow<'_, Labels>>) = if reorient {
         (
-            orient::to_canonical(image).0,
-            labels.map(|l| orient::to_canonical(l).0),
+            Cow::Owned(orient::to_canonical(image).0),
+            labels.map(|l| Cow::Owned(orient::to_canonical(l).0)),
         )
     } else {
-        (image.clone(), labels.cloned())
+        (Cow::Borrowed(image), labels.map(Cow::Borrowed))
     };
-    let bbox = cfg.crop.bbox(&image, labels.as_ref())?;
+    let bbox = cfg.crop.bbox(&image, labels.as_deref())?;
     let crop_rec = CropRecord {
         bbox,
-        source: Grid::of(&image),
+        source: Grid::of(&*image),
     };
-    let full = bbox == BBox::full(image.shape());
-    let (image, labels) = if full {
+    let (image, labels) = if bbox == BBox::full(image.shape()) {
         (image, labels)
     } else {
-        (
-            crop::crop(&image, &bbox),
-            labels.map(|l| crop::crop(&l, &bbox)),
-        )
+        let cropped = Cow::Owned(crop::crop(&image, &bbox));
+        (cropped, labels.map(|l| Cow::Owned(crop::crop(&l, &bbox))))
     };
-    let grid = Grid::of(&image).with_spacing(target, cfg.alignment)?;
-    let image = resample::resample_image(&image, &grid)?;
+    let grid = Grid::of(&*image).with_spacing(target, cfg.alignment)?;
+    let resampled = resample::resample_image(&image, &grid)?;
+    drop(image);
     let labels = labels
         .map(|l| resample::resample_labels(&l, &grid, cfg.label_interp))
         .transpose()?;
+    let image = resampled;
     Ok(Prepared {
         image,
         labels,
@@ -736,6 +788,53 @@ mod tests {
             working_spacing(&cfg, [0.7, 0.8, 2.0], &img.affine),
             [0.7, 0.8, 2.0]
         );
+    }
+
+    #[test]
+    fn uncropped_shape_is_the_prepared_shape_without_reading_voxels() {
+        let (mut img, _) = case([16, 12, 6], BBox::full([16, 12, 6]));
+        // Stored axes (j, i, k) of RAS: the first array axis runs along y.
+        img.affine = [
+            [0.0, 0.8, 0.0, 0.0],
+            [0.8, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let cfg = PreprocessConfig::Spacing(SpacingConfig {
+            target_spacing: Some([1.6, 0.8, 1.0]),
+            ..SpacingConfig::default()
+        });
+        let p = cfg.prepare(&img, None, None).unwrap();
+        let bound = cfg
+            .uncropped_shape(img.shape(), img.spacing, &img.affine, None)
+            .unwrap();
+        assert_eq!(bound, p.image.shape());
+        assert_eq!(bound, [6, 16, 12]);
+        let none = PreprocessConfig::Spacing(SpacingConfig::default());
+        let e = none
+            .uncropped_shape(img.shape(), img.spacing, &img.affine, None)
+            .unwrap_err();
+        assert!(e.to_string().contains("target_spacing"), "{e}");
+        let cube = PreprocessConfig::Mlfcore(MlfcoreConfig { slices: 8, cube: 4 });
+        assert_eq!(
+            cube.uncropped_shape(img.shape(), img.spacing, &img.affine, None)
+                .unwrap(),
+            [4; 3]
+        );
+    }
+
+    #[test]
+    fn ras_scan_without_crop_restores_probabilities_exactly_in_place() {
+        // Same spacing: nothing is interpolated, so the restored map is the prepared one.
+        let (img, _) = case([8, 6, 4], BBox::full([8, 6, 4]));
+        let cfg = PreprocessConfig::Spacing(SpacingConfig {
+            target_spacing: Some(img.spacing),
+            ..SpacingConfig::default()
+        });
+        let p = cfg.prepare(&img, None, None).unwrap();
+        assert_eq!(p.image.data, img.data);
+        let back = p.record.restore_image(&p.image, 1.0).unwrap();
+        assert_eq!(back, img);
     }
 
     #[test]
