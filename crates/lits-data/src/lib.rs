@@ -14,6 +14,7 @@ pub mod orient;
 pub mod patch;
 pub mod preprocess;
 pub mod plot;
+pub mod preview;
 pub mod resample;
 pub mod rng;
 pub mod synth;
