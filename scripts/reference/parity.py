@@ -6,7 +6,8 @@ compare. Nothing here is stored in the repository: values are made fresh on ever
 
   unet     random weights (BatchNorm statistics included) and input; logits in eval mode
            and in train mode (dropout 0), BatchNorm state after the train-mode forward,
-           train-mode logits with the original's dropout from generator seed seed + 1000
+           train-mode logits with the original's dropout from generator seed seed + 1000,
+           Monte-Carlo dropout logits (BatchNorm eval, dropout on) from seed + 2000
   adam     one focal-loss Adam step (lr 1e-4) from random weights; loss and updated state
   losses   focal loss (this re-statement) and MONAI DiceCELoss on random logits
   sliding  MONAI sliding_window_inference of softmax(model) over a random volume
@@ -75,6 +76,16 @@ def cmd_unet(args):
     torch.manual_seed(args.seed + 1000)
     with torch.no_grad():
         out["train_dropout"] = d(x)
+    # Monte-Carlo dropout on fresh weights: BatchNorm in eval mode, only Dropout3d in train
+    # mode, from another known generator state.
+    d.load_state_dict(load_file(os.path.join(args.out, "weights.safetensors")))
+    d.eval()
+    for mod in d.modules():
+        if isinstance(mod, torch.nn.Dropout3d):
+            mod.train()
+    torch.manual_seed(args.seed + 2000)
+    with torch.no_grad():
+        out["mc_dropout"] = d(x)
     save_file(out, os.path.join(args.out, "expected.safetensors"))
 
 

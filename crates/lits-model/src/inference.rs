@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::unet::UNet3d;
+use crate::unet::{UNet3d, UNetConfig};
 
 /// How windows are laid over a volume and combined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,12 +192,53 @@ fn run(net: &dyn Fn(&Tensor) -> Tensor, volume: &Tensor, classes: i64, cfg: &Sli
 /// take the configured windows and the volume's channels. Runs the network's
 /// [fused](UNet3d::fused) inference form.
 pub fn predict(net: &UNet3d, volume: &Tensor, cfg: &SlidingWindowConfig) -> Result<Tensor> {
+    check_windows(net, volume, cfg)?;
+    let fused = net.fused();
+    sliding_window(&|x| fused.forward(x), volume, net.config().num_classes, cfg)
+}
+
+/// Monte-Carlo dropout: the mean softmax of `passes` [`sliding_window`] passes of `net`
+/// with its channel dropout active and BatchNorm in eval mode
+/// ([`InferenceUNet3d::forward_mc`](crate::unet::InferenceUNet3d::forward_mc)). The
+/// masks come from libtorch's global generator: seed it (`tch::manual_seed`) first for a
+/// repeatable result. A network without dropout, or zero passes, is a config error.
+///
+/// # Shapes
+/// As [`predict`].
+pub fn predict_mc_dropout(net: &UNet3d, volume: &Tensor, cfg: &SlidingWindowConfig, passes: u32) -> Result<Tensor> {
+    check_mc_dropout(net.config(), passes)?;
+    check_windows(net, volume, cfg)?;
+    let fused = net.fused();
+    let classes = net.config().num_classes;
+    let mut mean = sliding_window(&|x| fused.forward_mc(x), volume, classes, cfg)?;
+    for _ in 1..passes {
+        mean += sliding_window(&|x| fused.forward_mc(x), volume, classes, cfg)?;
+    }
+    mean /= f64::from(passes);
+    Ok(mean)
+}
+
+/// Refuses Monte-Carlo dropout that cannot work: zero passes, or a network without dropout
+/// (every pass would be the same prediction).
+pub fn check_mc_dropout(net: &UNetConfig, passes: u32) -> Result<()> {
+    if passes == 0 {
+        return Err(Error::config("passes", "Monte-Carlo dropout needs at least one pass"));
+    }
+    if net.dropout == 0.0 && net.updown_dropout == 0.0 {
+        return Err(Error::config(
+            "model.dropout",
+            "the network has no dropout (dropout and updown_dropout are 0), so Monte-Carlo dropout would repeat one prediction",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `net` can take the configured windows of `volume`'s channels.
+fn check_windows(net: &UNet3d, volume: &Tensor, cfg: &SlidingWindowConfig) -> Result<()> {
     cfg.validate()?;
     let channels = volume.size().first().copied().unwrap_or(0);
     let [d, h, w] = cfg.patch;
-    net.check_input(&[cfg.batch as i64, channels, d, h, w])?;
-    let fused = net.fused();
-    sliding_window(&|x| fused.forward(x), volume, net.config().num_classes, cfg)
+    net.check_input(&[cfg.batch as i64, channels, d, h, w])
 }
 
 /// The `[.., d.., h.., w..]` view of a `[C, D, H, W]` tensor.

@@ -357,6 +357,8 @@ impl UNet3d {
                 padding,
             };
             InferenceUNet3d {
+                dropout: self.cfg.dropout,
+                updown_dropout: self.cfg.updown_dropout,
                 inc: block(&self.inc),
                 down1: (plain(&self.down1.conv, 2, 0), block(&self.down1.block)),
                 down2: (plain(&self.down2.conv, 2, 0), block(&self.down2.block)),
@@ -414,11 +416,14 @@ impl FusedConv {
 }
 
 /// The U-Net prepared for inference only: BatchNorm folded into the convolutions, ReLU
-/// in place, dropout gone (eval mode), activations channels-last. Its logits equal
-/// [`UNet3d`]'s in eval mode up to float rounding (parity test: 1e-4). Made by
-/// [`UNet3d::fused`]; a snapshot, so re-create it after the weights change.
+/// in place, dropout gone (eval mode) unless asked for ([`InferenceUNet3d::forward_mc`]),
+/// activations channels-last. Its logits equal [`UNet3d`]'s in eval mode up to float
+/// rounding (parity test: 1e-4). Made by [`UNet3d::fused`]; a snapshot, so re-create it
+/// after the weights change.
 #[derive(Debug)]
 pub struct InferenceUNet3d {
+    dropout: f64,
+    updown_dropout: f64,
     inc: [FusedConv; 2],
     down1: (FusedConv, [FusedConv; 2]),
     down2: (FusedConv, [FusedConv; 2]),
@@ -435,15 +440,36 @@ impl InferenceUNet3d {
     /// - `xs`: `[N, in_channels, D, H, W]` float, `D`, `H`, `W` multiples of 4
     /// - returns: `[N, num_classes, D, H, W]` (channels-last strides)
     pub fn forward(&self, xs: &Tensor) -> Tensor {
+        self.run(xs, false)
+    }
+
+    /// One stochastic pass of Monte-Carlo dropout (Gal & Ghahramani, "Dropout as a
+    /// Bayesian Approximation", ICML 2016): the logits with every channel dropout active,
+    /// as in training, while BatchNorm stays in eval mode. Draws the dropout masks from
+    /// libtorch's generator in the order [`UNet3d`]'s training forward does, so with the
+    /// same seed it equals PyTorch's eval-mode model with its `Dropout3d` layers switched
+    /// to train mode.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub fn forward_mc(&self, xs: &Tensor) -> Tensor {
+        self.run(xs, true)
+    }
+
+    fn run(&self, xs: &Tensor, dropout: bool) -> Tensor {
         tch::no_grad(|| {
-            let block = |b: &[FusedConv; 2], x: &Tensor| b[1].forward_relu(&b[0].forward_relu(x));
+            let dropped = |x: &Tensor, p: f64| if dropout { x.feature_dropout(p, true) } else { x.shallow_clone() };
+            let (p, q) = (self.dropout, self.updown_dropout);
+            let block = |b: &[FusedConv; 2], x: &Tensor| {
+                b[1].forward_relu(&dropped(&b[0].forward_relu(&dropped(x, p)), p))
+            };
             let x1 = block(&self.inc, &channels_last(xs));
-            let x2 = block(&self.down1.1, &self.down1.0.forward(&x1));
-            let x3 = block(&self.down2.1, &self.down2.0.forward(&x2));
+            let x2 = block(&self.down1.1, &self.down1.0.forward(&dropped(&x1, q)));
+            let x3 = block(&self.down2.1, &self.down2.0.forward(&dropped(&x2, q)));
             let x3 = block(&self.mid, &x3);
-            let x = block(&self.up1, &Tensor::cat(&[&upsample2(&x3), &x2], 1));
+            let x = block(&self.up1, &Tensor::cat(&[&upsample2(&dropped(&x3, q)), &x2], 1));
             drop(x3);
-            let x = block(&self.up2, &Tensor::cat(&[&upsample2(&x), &x1], 1));
+            let x = block(&self.up2, &Tensor::cat(&[&upsample2(&dropped(&x, q)), &x1], 1));
             self.outc.forward(&x)
         })
     }

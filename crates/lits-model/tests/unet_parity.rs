@@ -69,6 +69,25 @@ fn check_forward(base: i64, shape: &str, seed: &str) {
     println!("{shape} base {base}: train with dropout max |Δ| = {d:.2e}");
     assert!(d < 1e-5, "train logits with dropout differ by {d}");
     assert!(common::max_abs(&y, &train) > 1e-3, "dropout changed nothing");
+
+    // Monte-Carlo dropout in the fused inference net, on fresh weights: dropout as in
+    // training, BatchNorm folded from its eval-mode statistics.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mc_net = UNet3d::new(&vs.root(), &cfg);
+    let mut vs = vs;
+    load_safetensors(&mut vs, &dir.path().join("weights.safetensors")).unwrap();
+    let fused = mc_net.fused();
+    let y = {
+        let _only_me = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed.parse::<i64>().unwrap() + 2000);
+        fused.forward_mc(x)
+    };
+    let want_mc = &want["mc_dropout"];
+    let d = common::max_abs(&y, want_mc);
+    let scale = 1.0 + want_mc.abs().max().double_value(&[]);
+    println!("{shape} base {base}: Monte-Carlo dropout max |Δ| = {d:.2e}");
+    assert!(d < 1e-4 * scale, "Monte-Carlo dropout logits differ by {d}");
+    assert!(common::max_abs(&y, &want["eval"]) > 1e-3, "Monte-Carlo dropout changed nothing");
 }
 
 #[test]
