@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{lits, ok, python, text, train_tiny};
 
 /// Writes `ras.nii.gz` (RAS, 7.5 × 8 × 10 mm) and `other.nii.gz` (the same world image
-/// stored with axes permuted and flipped, an LPS-like orientation) plus `bad.nii.gz`
-/// (not NIfTI) into `dir`.
+/// stored with axes permuted and flipped, an LPS-like orientation) plus scans the model
+/// cannot take into `dir`: `bad.nii.gz` (not NIfTI), `fourd.nii.gz` (two time points) and
+/// `huge.nii.gz` (1 m voxels).
 const MAKE_INPUTS: &str = r#"
 import sys, numpy as np, nibabel as nib
 d = sys.argv[1]
@@ -34,6 +35,8 @@ m[:, 3] = aff @ np.array([shape[0] - 1, shape[1] - 1, 0, 1])
 nib.save(nib.Nifti1Image(other, m), d + "/other.nii.gz")
 assert np.allclose(nib.as_closest_canonical(nib.load(d + "/other.nii.gz")).get_fdata(), img, atol=1e-4)
 open(d + "/bad.nii.gz", "wb").write(b"not a nifti file at all")
+nib.save(nib.Nifti1Image(np.stack([img, img], -1), aff), d + "/fourd.nii.gz")
+nib.save(nib.Nifti1Image(img, np.diag([1000.0, 1000.0, 1000.0, 1.0])), d + "/huge.nii.gz")
 "#;
 
 /// Each mask has its scan's shape, affine and form codes exactly, u8 labels 0..=2, and the
@@ -66,22 +69,47 @@ assert np.allclose(probs.sum(0), 1, atol=1e-5), np.abs(probs.sum(0) - 1).max()
 assert np.array_equal(np.argmax(probs, 0), np.asarray(seg.dataobj)), "mask is not the argmax"
 "#;
 
-#[test]
-fn masks_keep_geometry_bad_file_reported_bare_mode_is_argmax() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    let run = train_tiny(tmp.path(), &cache);
-    let inputs = tmp.path().join("inputs");
+/// The cache folder, a tiny trained run and the scans of [`MAKE_INPUTS`], under `tmp`.
+fn run_and_scans(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let cache = tmp.join("cache");
+    let run = train_tiny(tmp, &cache);
+    let inputs = tmp.join("inputs");
     std::fs::create_dir(&inputs).unwrap();
     python(MAKE_INPUTS, &[&inputs]);
+    (cache, run, inputs)
+}
 
-    // A folder with one bad file: the others are written, the bad one named, exit non-zero.
+#[test]
+fn masks_keep_geometry_bad_files_reported_with_peak_memory_bare_mode_is_argmax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, run, inputs) = run_and_scans(tmp.path());
+
+    // A folder with bad files: the others are written, each bad one named with its
+    // problem, exit non-zero at the end.
     let out = tmp.path().join("out");
     let o = lits(&cache).args(["predict", "--run"]).arg(&run).arg(&inputs).arg("--out").arg(&out).output().unwrap();
+    let err = text(&o.stderr);
     assert!(!o.status.success(), "a bad scan must fail the command");
-    assert!(text(&o.stderr).contains("bad.nii.gz"), "{}", text(&o.stderr));
-    assert!(!out.join("bad_seg.nii.gz").exists());
+    assert!(err.contains("bad.nii.gz: "), "{err}");
+    assert!(err.contains("fourd.nii.gz: ") && err.contains("dimension 4 has 2 entries"), "{err}");
+    assert!(err.contains("huge.nii.gz: spacing: voxel size [1000.0, 1000.0, 1000.0] mm is not a CT's"), "{err}");
+    assert!(err.contains("error: 3 of 5 scans could not be segmented"), "{err}");
+    for bad in ["bad", "fourd", "huge"] {
+        assert!(!out.join(format!("{bad}_seg.nii.gz")).exists(), "{bad}");
+    }
     python(CHECK_MASKS, &[&inputs, &out]);
+    // Each written scan reports its peak memory: libtorch and a scan this small need more
+    // than 16 MiB and far less than 2 GiB.
+    for name in ["ras", "other"] {
+        let line = err.lines().find(|l| l.contains(&format!("{name}_seg.nii.gz"))).unwrap_or_else(|| panic!("{err}"));
+        let mib: u64 = line
+            .split("(peak resident memory ")
+            .nth(1)
+            .and_then(|r| r.strip_suffix(" MiB)"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no peak memory in {line:?}"));
+        assert!((16..2048).contains(&mib), "{line}");
+    }
 
     // Weights and config instead of the run directory (plans.json beside the config).
     let out2 = tmp.path().join("out2");
@@ -99,14 +127,7 @@ fn masks_keep_geometry_bad_file_reported_bare_mode_is_argmax() {
     python(CHECK_MASKS, &[&inputs, &out2]);
 
     let bare = tmp.path().join("bare");
-    ok(lits(&cache)
-        .args(["predict", "--no-preprocess", "--no-postprocess", "--probabilities", "--run"])
-        .arg(&run)
-        .arg(inputs.join("ras.nii.gz"))
-        .arg("--out")
-        .arg(&bare)
-        .output()
-        .unwrap());
+    predict_ok(&cache, &["--no-preprocess", "--no-postprocess", "--probabilities"], &run, &[inputs.join("ras.nii.gz")], &bare);
     python(CHECK_BARE, &[&inputs, &bare]);
 }
 
@@ -170,4 +191,132 @@ fn bare_mode_on_one_window_equals_the_pytorch_softmax() {
         .unwrap());
     let report = python(CHECK_WINDOW, &[reference, tmp.path(), &out]);
     println!("{report}");
+}
+
+/// The uncertainty map: float32 on the scan's grid with its affine, in [0, ln 3], equal to
+/// the entropy of the mean probabilities written beside it; the mask is their argmax where
+/// post-processing left it alone; one pass gives another map than four.
+const CHECK_UNCERTAINTY: &str = r#"
+import sys, numpy as np, nibabel as nib
+d, out, one = sys.argv[1], sys.argv[2], sys.argv[3]
+src = nib.load(f"{d}/ras.nii.gz")
+u = nib.load(f"{out}/ras_seg_uncertainty.nii.gz")
+assert u.shape == src.shape and np.array_equal(u.affine, src.affine), (u.shape, u.affine)
+assert u.get_data_dtype() == np.float32, u.get_data_dtype()
+h = np.asarray(u.dataobj)
+assert h.min() >= 0 and h.max() <= np.log(3) + 1e-6, (h.min(), h.max())
+assert h.max() > 1e-3, "no uncertainty anywhere"
+p = np.stack([np.asarray(nib.load(f"{out}/ras_seg_prob{c}.nii.gz").dataobj) for c in range(3)]).astype(np.float64)
+want = -(p * np.log(np.where(p > 0, p, 1))).sum(0)
+assert np.abs(h - want).max() < 1e-5, np.abs(h - want).max()
+mask = np.asarray(nib.load(f"{out}/ras_seg.nii.gz").dataobj)
+kept = mask > 0
+assert np.array_equal(mask[kept], np.argmax(p, 0)[kept]), "mask is not the argmax of the mean"
+h1 = np.asarray(nib.load(f"{one}/ras_seg_uncertainty.nii.gz").dataobj)
+assert not np.array_equal(h1, h), "one pass and four passes agree"
+"#;
+
+/// The preview against the mask: size from the documented layout (the longest side of the
+/// scan 384 px, panels 16 px apart under a 24 px band), and in each panel liver pixels red,
+/// tumor pixels green, the rest grey, found through the documented pixel-to-voxel mapping
+/// in RAS order (axial and coronal with the patient's right on the left, anterior and
+/// superior up, sagittal with anterior on the left).
+const CHECK_PREVIEW: &str = r#"
+import sys, numpy as np, nibabel as nib
+out, rgb_path, w, h = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rgb = np.fromfile(rgb_path, np.uint8).reshape(h, w, 3).astype(int)
+seg = nib.as_closest_canonical(nib.load(f"{out}/ras_seg.nii.gz"))
+mask = np.asarray(seg.dataobj)
+n = np.array(mask.shape)
+ext = n * np.array(seg.header.get_zooms()[:3], np.float64)
+s = 384 / ext.max()
+panels = [(2, 0, 1), (1, 0, 2), (0, 1, 2)]  # (fixed, horizontal, vertical) axes
+size = lambda a: max(1, int(np.floor(ext[a] * s + 0.5)))
+ws, hs = [size(p[1]) for p in panels], [size(p[2]) for p in panels]
+assert (w, h) == (16 + sum(x + 16 for x in ws), 24 + max(hs) + 16), (w, h, ws, hs)
+liver = np.argwhere(mask >= 1)
+centre = np.floor(liver.mean(0) + 0.5).astype(int) if len(liver) else n // 2
+left, seen = 16, {0: 0, 1: 0, 2: 0}
+voxel = lambda m, k: m - 1 - np.minimum(((np.arange(k) + 0.5) * m / k).astype(int), m - 1)
+for (f, a, b), pw, ph in zip(panels, ws, hs):
+    lab = np.take(mask, centre[f], axis=f)[np.ix_(voxel(n[a], pw), voxel(n[b], ph))].T
+    r, g, bl = (rgb[24:24 + ph, left:left + pw, c] for c in range(3))
+    grey = (r == g) & (g == bl)
+    assert grey[lab == 0].all(), "colour outside the mask"
+    assert ((r > g + 50) & (g == bl))[lab == 1].all(), "liver not red"
+    assert ((g > r + 50) & (r == bl))[lab == 2].all(), "tumor not green"
+    for c in seen:
+        seen[c] += int((lab == c).sum())
+    left += pw + 16
+assert seen[0] > 0 and seen[1] + seen[2] > 0, f"the slices must show mask and background: {seen}"
+print(seen)
+"#;
+
+/// `lits predict FLAGS... --run RUN SCANS... --out OUT`, which must succeed.
+fn predict_ok(cache: &Path, flags: &[&str], run: &Path, scans: &[PathBuf], out: &Path) {
+    ok(lits(cache).arg("predict").args(flags).arg("--run").arg(run).args(scans).arg("--out").arg(out).output().unwrap());
+}
+
+/// Decodes an 8-bit RGB PNG: width, height, pixels.
+fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgb, png::BitDepth::Eight));
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+#[test]
+fn preview_and_monte_carlo_uncertainty_are_right_and_repeatable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, run, inputs) = run_and_scans(tmp.path());
+    let scans = [inputs.join("ras.nii.gz"), inputs.join("other.nii.gz")];
+    let predict = |out: &str, passes: &str| -> PathBuf {
+        let out = tmp.path().join(out);
+        predict_ok(&cache, &["--preview", "--probabilities", "--uncertainty", passes], &run, &scans, &out);
+        out
+    };
+    let (four, again, one) = (predict("four", "4"), predict("again", "4"), predict("one", "1"));
+    python(CHECK_UNCERTAINTY, &[&inputs, &four, &one]);
+    for f in ["ras_seg.nii.gz", "ras_seg_uncertainty.nii.gz", "other_seg_uncertainty.nii.gz", "ras_seg_preview.png"] {
+        let (a, b) = (std::fs::read(four.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap());
+        assert!(a == b, "{f} differs between two identical calls");
+    }
+
+    // The same world image stored in another orientation looks the same.
+    let preview = decode_png(&four.join("ras_seg_preview.png"));
+    assert!(decode_png(&four.join("other_seg_preview.png")) == preview, "orientation changes the preview");
+    // The barely trained network calls everything tumor once the scan is prepared; on the
+    // raw voxels its mask is mixed, which the colour check needs.
+    let bare = tmp.path().join("bare");
+    predict_ok(&cache, &["--no-preprocess", "--no-postprocess", "--preview"], &run, &scans[..1], &bare);
+    let (w, h, rgb) = decode_png(&bare.join("ras_seg_preview.png"));
+    let raw = tmp.path().join("preview.rgb");
+    std::fs::write(&raw, &rgb).unwrap();
+    let seen = python(CHECK_PREVIEW, &[&bare, &raw, Path::new(&w.to_string()), Path::new(&h.to_string())]);
+    println!("preview pixels per label: {seen}");
+
+    // Refused before any scan is read: zero passes, and a network without dropout.
+    let o = lits(&cache).args(["predict", "--uncertainty", "0", "--run"]).arg(&run).arg(&inputs).arg("--out").arg(tmp.path().join("x")).output().unwrap();
+    assert!(!o.status.success() && text(&o.stderr).contains("--uncertainty"), "{}", text(&o.stderr));
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    cfg["model"]["dropout"] = 0.0.into();
+    cfg["model"]["updown_dropout"] = 0.0.into();
+    let no_dropout = tmp.path().join("no_dropout.json");
+    std::fs::write(&no_dropout, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let o = lits(&cache)
+        .args(["predict", "--uncertainty", "3", "--weights"])
+        .arg(run.join("best.safetensors"))
+        .arg("--config")
+        .arg(&no_dropout)
+        .arg(inputs.join("ras.nii.gz"))
+        .arg("--out")
+        .arg(tmp.path().join("y"))
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(!o.status.success() && err.contains("model.dropout") && err.contains("no dropout"), "{err}");
+    assert!(!tmp.path().join("y").exists(), "nothing written");
 }

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod env;
+pub mod memory;
 pub mod error;
 pub mod optim;
 pub mod predict;

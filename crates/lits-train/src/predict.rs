@@ -10,7 +10,19 @@
 //!
 //! The bare mode (no preprocessing, no post-processing) runs the network on the stored,
 //! scaled voxels and writes exactly its argmax, for parity checks against PyTorch.
+//!
+//! With Monte-Carlo dropout ([`PredictOptions::uncertainty`]) the probabilities are the mean
+//! softmax of N passes with dropout active and BatchNorm in eval mode, seeded from the
+//! run's seed, and the uncertainty map is the predictive entropy of that mean,
+//! `H = −Σ_c p̄_c ln p̄_c` in nats (0 where every pass agrees with certainty, at most ln 3
+//! for three classes).
+//!
+//! Memory: the probabilities come back to the scan's grid one class at a time and are
+//! folded into the argmax (and the entropy) at once, and the scan's voxels are let go once
+//! prepared unless the preview needs them, so the peak stays a few times the scan's float32
+//! size ([`Prediction::peak_memory`]).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
@@ -18,14 +30,26 @@ use ndarray::Array3;
 use tch::{nn, Device, Kind, Tensor};
 
 use lits_data::nifti::{self, ImageDtype};
-use lits_data::{Image, Labels, Volume};
+use lits_data::preprocess::{CaseRecord, PreprocessConfig};
+use lits_data::resample::Grid;
+use lits_data::{preview, Image, Labels, Volume};
 use lits_model::inference;
 use lits_model::UNet3d;
 
 use crate::config::TrainConfig;
 use crate::data::Plans;
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::runlog::RunDir;
+use crate::seed::{self, Stream};
+
+/// Voxel sizes outside this range (mm, per axis) are taken for a broken header: no CT
+/// has voxels of 10 µm or 10 cm.
+pub const PLAUSIBLE_SPACING_MM: [f64; 2] = [0.01, 100.0];
+
+/// The most voxels a prepared scan may have (2³⁰: 4 GiB as float32, 12 GiB of
+/// probabilities); beyond, the header's spacing is taken for wrong.
+pub const MAX_PREPARED_VOXELS: u64 = 1 << 30;
 
 /// What [`Predictor::predict_file`] does besides the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +62,35 @@ pub struct PredictOptions {
     pub probabilities: bool,
     /// Average over the eight mirrorings of each window.
     pub tta: bool,
+    /// Also write a PNG of axial, coronal and sagittal slices with the mask over the CT.
+    pub preview: bool,
+    /// Monte-Carlo dropout with this many passes, and an uncertainty map.
+    pub uncertainty: Option<u32>,
 }
 
 impl Default for PredictOptions {
     fn default() -> Self {
-        PredictOptions { postprocess: true, preprocess: true, probabilities: false, tta: false }
+        PredictOptions {
+            postprocess: true,
+            preprocess: true,
+            probabilities: false,
+            tta: false,
+            preview: false,
+            uncertainty: None,
+        }
     }
+}
+
+/// What [`Predictor::predict_file`] wrote for one scan, and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prediction {
+    /// The mask.
+    pub mask: PathBuf,
+    /// The other files: probabilities, uncertainty map, preview.
+    pub extra: Vec<PathBuf>,
+    /// Peak resident memory of the process while the scan was segmented, in bytes
+    /// (`None` where the system does not report it).
+    pub peak_memory: Option<u64>,
 }
 
 /// A trained network with the preprocessing it was trained with.
@@ -98,94 +145,218 @@ impl Predictor {
         Ok(Predictor { _vs: vs, net, cfg, plans, device })
     }
 
-    /// Segments `input` and writes the mask into `out_dir` (see [`output_name`]); returns
-    /// its path. With [`PredictOptions::probabilities`], `<name>_prob<class>.nii.gz` too.
-    pub fn predict_file(&self, input: &Path, out_dir: &Path, opts: &PredictOptions) -> Result<PathBuf> {
+    /// Refuses options this model cannot honour, before any scan is read: Monte-Carlo
+    /// dropout with zero passes or on a network without dropout.
+    pub fn check_options(&self, opts: &PredictOptions) -> Result<()> {
+        if let Some(passes) = opts.uncertainty {
+            inference::check_mc_dropout(&self.cfg.model, passes)?;
+        }
+        Ok(())
+    }
+
+    /// Segments `input` and writes the mask into `out_dir` (see [`output_name`]), and with
+    /// the options `<stem>_prob<class>.nii.gz`, `<stem>_uncertainty.nii.gz` and
+    /// `<stem>_preview.png` beside it (`<stem>` the mask's name without `.nii.gz`).
+    pub fn predict_file(&self, input: &Path, out_dir: &Path, opts: &PredictOptions) -> Result<Prediction> {
+        self.check_options(opts)?;
+        memory::reset_peak();
         let (image, geom) = nifti::read_image(input)?;
-        let probs = self.probabilities(&image, opts).map_err(|e| match e {
+        let named = |e: Error| match e {
             // Name the scan in errors that would otherwise only name a field.
             Error::Config { field, msg } => Error::invalid(input, format!("{field}: {msg}")),
             Error::Data(lits_data::Error::Config { field, msg }) => Error::invalid(input, format!("{field}: {msg}")),
             other => other,
-        })?;
-        let mut labels = argmax(&probs, &image);
+        };
+        let grid = Grid::of(&image);
+        let mut image = Some(image);
+        let (probs, record) = if opts.preprocess {
+            let scan = image.as_ref().expect("read above");
+            let (preprocess, median) = self.preprocessing();
+            check_scan(preprocess, median, scan).map_err(named)?;
+            let prepared = self.prepare(scan).map_err(named)?;
+            if !opts.preview {
+                image = None;
+            }
+            (self.infer(Cow::Owned(prepared.0), opts).map_err(named)?, Some(prepared.1))
+        } else {
+            let probs = self.infer(Cow::Borrowed(image.as_ref().expect("read above")), opts).map_err(named)?;
+            if !opts.preview {
+                image = None;
+            }
+            (probs, None)
+        };
+
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+        let name = output_name(input);
+        let stem = name.trim_end_matches(".nii.gz").to_string();
+        let mut extra = Vec::new();
+        let mut fold = ClassFold::new(grid.shape, opts.uncertainty.is_some());
+        for (c, p) in probs.into_iter().enumerate() {
+            let p = match &record {
+                Some(r) => r.restore_image(&p, if c == 0 { 1.0 } else { 0.0 }).map_err(|e| named(e.into()))?,
+                None => p,
+            };
+            if opts.probabilities {
+                let path = out_dir.join(format!("{stem}_prob{c}.nii.gz"));
+                nifti::write_image(&path, &p, &geom, ImageDtype::F32)?;
+                extra.push(path);
+            }
+            fold.add(c as u8, p.data);
+        }
+        let (labels, entropy) = fold.finish();
+        if let Some(data) = entropy {
+            let path = out_dir.join(format!("{stem}_uncertainty.nii.gz"));
+            let h = Volume { data, spacing: grid.spacing, affine: grid.affine };
+            nifti::write_image(&path, &h, &geom, ImageDtype::F32)?;
+            extra.push(path);
+        }
+        let mut labels: Labels = Volume { data: labels, spacing: grid.spacing, affine: grid.affine };
         if opts.postprocess {
             keep_largest_liver(&mut labels.data);
         }
-        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-        let name = output_name(input);
         let out = out_dir.join(&name);
         nifti::write_labels(&out, &labels, &geom)?;
-        if opts.probabilities {
-            let stem = name.trim_end_matches(".nii.gz");
-            for (c, p) in probs.into_iter().enumerate() {
-                let path = out_dir.join(format!("{stem}_prob{c}.nii.gz"));
-                nifti::write_image(&path, &p, &geom, ImageDtype::F32)?;
-            }
+        if let Some(image) = &image {
+            let path = out_dir.join(format!("{stem}_preview.png"));
+            preview::render(image, &labels).save_png(&path)?;
+            extra.push(path);
         }
-        Ok(out)
+        Ok(Prediction { mask: out, extra, peak_memory: memory::peak_resident_bytes() })
     }
 
-    /// Class probabilities of `image` on its own grid, one volume per class.
-    pub fn probabilities(&self, image: &Image, opts: &PredictOptions) -> Result<Vec<Image>> {
-        let mut sw = self.cfg.validation.sliding_window.clone();
-        sw.mirror_tta = opts.tta;
-        if !opts.preprocess {
-            return self.infer(image, &sw);
+    /// The preprocessing config and the dataset's median spacing it may need.
+    fn preprocessing(&self) -> (&PreprocessConfig, Option<[f64; 3]>) {
+        match &self.plans {
+            Some(p) => (&p.preprocess, p.median_spacing),
+            None => (&self.cfg.preprocess, None),
         }
-        let (preprocess, median, normaliser) = match &self.plans {
-            Some(p) => (p.preprocess.clone(), p.median_spacing, p.normaliser),
-            None => (self.cfg.preprocess.clone(), None, self.cfg.preprocess.intensity().resolve(None)?),
+    }
+
+    /// The scan prepared and normalised as in training, with the way back to its grid.
+    fn prepare(&self, image: &Image) -> Result<(Image, CaseRecord)> {
+        let (preprocess, median) = self.preprocessing();
+        let normaliser = match &self.plans {
+            Some(p) => p.normaliser,
+            None => self.cfg.preprocess.intensity().resolve(None)?,
         };
         let mut prepared = preprocess.prepare(image, None, median)?;
         normaliser.apply_image(&mut prepared.image);
-        let probs = self.infer(&prepared.image, &sw)?;
-        drop(prepared.image);
-        probs
-            .iter()
-            .enumerate()
-            .map(|(c, p)| Ok(prepared.record.restore_image(p, if c == 0 { 1.0 } else { 0.0 })?))
-            .collect()
+        Ok((prepared.image, prepared.record))
     }
 
-    /// Sliding-window softmax of a single-channel volume, split per class.
-    fn infer(&self, image: &Image, sw: &inference::SlidingWindowConfig) -> Result<Vec<Image>> {
-        let [d, h, w] = image.shape().map(|s| s as i64);
-        let owned;
-        let slice = match image.data.as_slice() {
-            Some(s) => s,
-            None => {
-                owned = image.data.as_standard_layout().into_owned();
-                owned.as_slice().expect("standard layout")
-            }
-        };
-        let x = Tensor::from_slice(slice).view([1, d, h, w]).to_device(self.device);
-        let probs = tch::no_grad(|| inference::predict(&self.net, &x, sw))?.to_device(Device::Cpu).to_kind(Kind::Float);
+    /// Sliding-window softmax of a single-channel volume (the mean over Monte-Carlo
+    /// dropout passes when asked), split per class, on the volume's grid. The volume is let
+    /// go as soon as the network has its copy.
+    fn infer(&self, image: Cow<'_, Image>, opts: &PredictOptions) -> Result<Vec<Image>> {
+        let mut sw = self.cfg.validation.sliding_window.clone();
+        sw.mirror_tta = opts.tta;
         let shape = image.shape();
+        let (spacing, affine) = (image.spacing, image.affine);
+        let x = {
+            let [d, h, w] = shape.map(|s| s as i64);
+            let owned;
+            let slice = match image.data.as_slice() {
+                Some(s) => s,
+                None => {
+                    owned = image.data.as_standard_layout().into_owned();
+                    owned.as_slice().expect("standard layout")
+                }
+            };
+            Tensor::from_slice(slice).view([1, d, h, w]).to_device(self.device)
+        };
+        drop(image);
+        let probs = match opts.uncertainty {
+            Some(passes) => {
+                // Seeded per scan, not per position in a folder: a scan's result does not
+                // depend on what was segmented before it.
+                tch::manual_seed(seed::derive(self.cfg.seed, Stream::McDropout, 0) as i64);
+                tch::no_grad(|| inference::predict_mc_dropout(&self.net, &x, &sw, passes))?
+            }
+            None => tch::no_grad(|| inference::predict(&self.net, &x, &sw))?,
+        };
+        drop(x);
+        let probs = probs.to_device(Device::Cpu).to_kind(Kind::Float);
         (0..probs.size()[0])
             .map(|c| {
-                let ch = probs.get(c).contiguous();
-                let v: Vec<f32> = Vec::<f32>::try_from(ch.view([-1]))?;
+                let v: Vec<f32> = Vec::<f32>::try_from(probs.get(c).contiguous().view([-1]))?;
                 let data = Array3::from_shape_vec(shape, v).expect("softmax has the volume's shape");
-                Ok(Volume { data, spacing: image.spacing, affine: image.affine })
+                Ok(Volume { data, spacing, affine })
             })
             .collect()
     }
 }
 
-/// The most probable class per voxel (the first on ties), on `like`'s grid.
-fn argmax(probs: &[Image], like: &Image) -> Labels {
-    let mut data = Array3::<u8>::zeros(like.shape());
-    let mut best = probs[0].data.clone();
-    for (c, p) in probs.iter().enumerate().skip(1) {
-        ndarray::Zip::from(&mut data).and(&mut best).and(&p.data).for_each(|l, b, &v| {
-            if v > *b {
-                *b = v;
-                *l = c as u8;
-            }
-        });
+/// Refuses a scan whose voxel size no CT has, or that `preprocess` would blow up beyond
+/// [`MAX_PREPARED_VOXELS`] (both the sign of a broken header), before any work.
+pub fn check_scan(preprocess: &PreprocessConfig, median_spacing: Option<[f64; 3]>, image: &Image) -> Result<()> {
+    let [lo, hi] = PLAUSIBLE_SPACING_MM;
+    if image.spacing.iter().any(|s| !(lo..=hi).contains(s)) {
+        return Err(Error::config(
+            "spacing",
+            format!("voxel size {:?} mm is not a CT's (each axis must be {lo}..{hi} mm): check the header's pixdim", image.spacing),
+        ));
     }
-    Volume { data, spacing: like.spacing, affine: like.affine }
+    let shape = preprocess.uncropped_shape(image.shape(), image.spacing, &image.affine, median_spacing)?;
+    let voxels: u64 = shape.iter().map(|&n| n as u64).product();
+    if voxels > MAX_PREPARED_VOXELS {
+        return Err(Error::config(
+            "spacing",
+            format!(
+                "voxel size {:?} mm would be resampled to a {shape:?} grid ({voxels} voxels, more than {MAX_PREPARED_VOXELS}): check the header's pixdim",
+                image.spacing
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The most probable class per voxel (the first on ties) and, if asked, the entropy of
+/// the class probabilities, from probability maps that arrive one class at a time.
+struct ClassFold {
+    labels: Array3<u8>,
+    best: Option<Array3<f32>>,
+    entropy: Option<Array3<f32>>,
+    classes: usize,
+}
+
+impl ClassFold {
+    fn new(shape: [usize; 3], entropy: bool) -> Self {
+        ClassFold {
+            labels: Array3::zeros(shape),
+            best: None,
+            entropy: entropy.then(|| Array3::zeros(shape)),
+            classes: 0,
+        }
+    }
+
+    /// Folds in the probabilities of class `c` (classes in order, from 0).
+    fn add(&mut self, c: u8, p: Array3<f32>) {
+        self.classes += 1;
+        if let Some(h) = &mut self.entropy {
+            ndarray::Zip::from(h).and(&p).for_each(|h, &v| {
+                if v > 0.0 {
+                    *h -= v * v.ln();
+                }
+            });
+        }
+        match &mut self.best {
+            None => self.best = Some(p),
+            Some(best) => ndarray::Zip::from(&mut self.labels).and(best).and(&p).for_each(|l, b, &v| {
+                if v > *b {
+                    *b = v;
+                    *l = c;
+                }
+            }),
+        }
+    }
+
+    /// The labels, and the entropy in nats clamped to its range `[0, ln classes]` (float
+    /// rounding can step just outside).
+    fn finish(self) -> (Array3<u8>, Option<Array3<f32>>) {
+        let max = (self.classes.max(1) as f32).ln();
+        let entropy = self.entropy.map(|h| h.mapv_into(|v| v.clamp(0.0, max)));
+        (self.labels, entropy)
+    }
 }
 
 /// Zeroes every liver voxel (label ≥ 1) outside the largest 26-connected liver component;
@@ -254,6 +425,43 @@ mod tests {
         assert_eq!(output_name(Path::new("volume-12.nii")), "segmentation-12.nii.gz");
         assert_eq!(output_name(Path::new("scan.nii.gz")), "scan_seg.nii.gz");
         assert_eq!(output_name(Path::new("volume-x.nii")), "volume-x_seg.nii.gz");
+    }
+
+    #[test]
+    fn implausible_spacing_and_exploding_grids_are_refused() {
+        let cfg = PreprocessConfig::Spacing(lits_data::preprocess::SpacingConfig {
+            target_spacing: Some([0.1, 0.1, 0.1]),
+            ..Default::default()
+        });
+        let scan = |s: f64| Volume::with_spacing(Array3::<f32>::zeros((2, 3, 4)), [1.0, s, 1.0]);
+        check_scan(&cfg, None, &scan(1.0)).unwrap();
+        let e = check_scan(&cfg, None, &scan(1000.0)).unwrap_err().to_string();
+        assert!(e.contains("voxel size [1.0, 1000.0, 1.0] mm is not a CT's"), "{e}");
+        assert!(check_scan(&cfg, None, &scan(0.001)).is_err());
+        // 90 mm voxels are plausible, but 900× more voxels per axis at 0.1 mm are not.
+        let big = Volume::with_spacing(Array3::<f32>::zeros((2, 2, 2)), [90.0; 3]);
+        let e = check_scan(&cfg, None, &big).unwrap_err().to_string();
+        assert!(e.contains("[1800, 1800, 1800] grid"), "{e}");
+    }
+
+    #[test]
+    fn class_fold_is_the_first_argmax_and_the_entropy_in_nats() {
+        let shape = [1, 1, 3];
+        let probs = [[1.0f32, 0.2, 1.0 / 3.0], [0.0, 0.4, 1.0 / 3.0], [0.0, 0.4, 1.0 / 3.0]];
+        let mut fold = ClassFold::new(shape, true);
+        for (c, p) in probs.iter().enumerate() {
+            fold.add(c as u8, Array3::from_shape_vec(shape, p.to_vec()).unwrap());
+        }
+        let (labels, h) = fold.finish();
+        // Ties go to the first class.
+        assert_eq!(labels.into_raw_vec_and_offset().0, [0, 1, 0]);
+        let h = h.unwrap().into_raw_vec_and_offset().0;
+        let want = [0.0, -(0.2f64 * 0.2f64.ln() + 2.0 * 0.4 * 0.4f64.ln()), 3f64.ln()];
+        for (got, want) in h.iter().zip(want) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{h:?}");
+        }
+        let (_, none) = ClassFold::new(shape, false).finish();
+        assert!(none.is_none());
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub enum Stream {
     Init,
     /// libtorch's generator during an epoch (dropout).
     Torch,
+    /// libtorch's generator for the Monte-Carlo dropout passes of prediction.
+    McDropout,
 }
 
 impl Stream {
@@ -17,6 +19,7 @@ impl Stream {
         match self {
             Stream::Init => "init",
             Stream::Torch => "torch",
+            Stream::McDropout => "mc_dropout",
         }
     }
 }

@@ -34,6 +34,14 @@ pub struct Args {
     /// Average the softmax over the eight mirrorings of each window.
     #[arg(long)]
     tta: bool,
+    /// Also write `<mask stem>_preview.png`: axial, coronal and sagittal slices through the
+    /// liver, the mask over the CT in a soft-tissue window.
+    #[arg(long)]
+    preview: bool,
+    /// Monte-Carlo dropout with N passes: the mask is the argmax of their mean softmax, and
+    /// `<mask stem>_uncertainty.nii.gz` its predictive entropy in nats (float32).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    uncertainty: Option<u32>,
 }
 
 /// The scans named on the command line, folders expanded to their NIfTI files (sorted).
@@ -75,11 +83,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         preprocess: !args.no_preprocess,
         probabilities: args.probabilities,
         tta: args.tta,
+        preview: args.preview,
+        uncertainty: args.uncertainty,
     };
+    predictor.check_options(&opts)?;
     let mut failed = 0usize;
     for f in &files {
         match predictor.predict_file(f, &args.out, &opts) {
-            Ok(out) => eprintln!("{} -> {}", f.display(), out.display()),
+            Ok(p) => {
+                let peak = match p.peak_memory {
+                    Some(b) => format!("{} MiB", b.div_ceil(1 << 20)),
+                    None => "unknown".to_string(),
+                };
+                eprintln!("{} -> {} (peak resident memory {peak})", f.display(), p.mask.display());
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 failed += 1;
