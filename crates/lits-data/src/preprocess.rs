@@ -283,17 +283,36 @@ impl CaseRecord {
     /// with the source's affine: resampled back (nearest), pasted into the crop, reoriented
     /// back. In mlfcore mode each cube voxel fills its 2×2×2 block; outside the cube is 0.
     pub fn restore_labels(&self, pred: &Labels) -> Result<Labels> {
-        self.restore(pred, 0u8, |v, g| resample::resample_labels(v, g, LabelInterp::Nearest))
+        let v = self.restore(pred, 0u8, |v, g| resample::resample_labels(v, g, LabelInterp::Nearest))?;
+        Ok(self.to_source(v))
     }
 
     /// A float map on the prepared grid (one class's probabilities) brought back onto the
     /// source grid like [`CaseRecord::restore_labels`], but resampled trilinearly; voxels
     /// outside the prepared region get `fill` (1 for background, 0 for other classes).
     pub fn restore_image(&self, pred: &Image, fill: f32) -> Result<Image> {
+        Ok(self.to_source(self.restore_image_oriented(pred, fill)?))
+    }
+
+    /// [`CaseRecord::restore_image`] short of its last step: the map on the source grid but
+    /// still in RAS order where the case was reoriented. For combining several maps (the
+    /// argmax over classes) before one [`CaseRecord::to_source`], instead of reorienting
+    /// each.
+    pub fn restore_image_oriented(&self, pred: &Image, fill: f32) -> Result<Image> {
         self.restore(pred, fill, resample::resample_image)
     }
 
-    /// The shared path of the two restores; `resample` maps the prepared grid onto the crop.
+    /// A volume on the grid of [`CaseRecord::restore_image_oriented`] taken to the source's
+    /// own axes and geometry; no copy where the case was not reoriented.
+    pub fn to_source<T: Clone>(&self, v: Volume<T>) -> Volume<T> {
+        match self {
+            CaseRecord::Spacing { source, canonical: true, .. } => undo_canonical(v, source),
+            CaseRecord::Spacing { .. } | CaseRecord::Mlfcore { .. } => v,
+        }
+    }
+
+    /// The shared path of the restores up to the reorientation; `resample` maps the
+    /// prepared grid onto the crop.
     fn restore<T: Clone>(
         &self,
         pred: &Volume<T>,
@@ -311,12 +330,7 @@ impl CaseRecord {
             });
         }
         match self {
-            CaseRecord::Spacing {
-                source,
-                canonical,
-                crop: rec,
-                ..
-            } => {
+            CaseRecord::Spacing { crop: rec, .. } => {
                 let prepared = self.prepared();
                 let on_prepared = if pred.spacing == prepared.spacing && pred.affine == prepared.affine {
                     Cow::Borrowed(pred)
@@ -329,20 +343,15 @@ impl CaseRecord {
                 };
                 let on_crop = resample(&on_prepared, &crop_grid(rec))?;
                 drop(on_prepared);
-                let full = if rec.bbox == BBox::full(rec.source.shape) {
-                    Volume {
+                if rec.bbox == BBox::full(rec.source.shape) {
+                    Ok(Volume {
                         data: on_crop.data,
                         spacing: rec.source.spacing,
                         affine: rec.source.affine,
-                    }
+                    })
                 } else {
-                    crop::paste(&on_crop, rec, fill)?
-                };
-                Ok(if *canonical {
-                    undo_canonical(full, source)
-                } else {
-                    full
-                })
+                    crop::paste(&on_crop, rec, fill)
+                }
             }
             CaseRecord::Mlfcore {
                 source,

@@ -31,7 +31,6 @@ use tch::{nn, Device, Kind, Tensor};
 
 use lits_data::nifti::{self, ImageDtype};
 use lits_data::preprocess::{CaseRecord, PreprocessConfig};
-use lits_data::resample::Grid;
 use lits_data::{preview, Image, Labels, Volume};
 use lits_model::inference;
 use lits_model::UNet3d;
@@ -167,7 +166,6 @@ impl Predictor {
             Error::Data(lits_data::Error::Config { field, msg }) => Error::invalid(input, format!("{field}: {msg}")),
             other => other,
         };
-        let grid = Grid::of(&image);
         let mut image = Some(image);
         let (probs, record) = if opts.preprocess {
             let scan = image.as_ref().expect("read above");
@@ -189,28 +187,30 @@ impl Predictor {
         std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
         let name = output_name(input);
         let stem = name.trim_end_matches(".nii.gz").to_string();
+        // Classes are folded on the restored grid before its reorientation back to the
+        // scan's axes, so that only the results are reoriented, not every class.
         let mut extra = Vec::new();
-        let mut fold = ClassFold::new(grid.shape, opts.uncertainty.is_some());
+        let mut fold = None;
         for (c, p) in probs.into_iter().enumerate() {
             let p = match &record {
-                Some(r) => r.restore_image(&p, if c == 0 { 1.0 } else { 0.0 }).map_err(|e| named(e.into()))?,
+                Some(r) => r.restore_image_oriented(&p, if c == 0 { 1.0 } else { 0.0 }).map_err(|e| named(e.into()))?,
                 None => p,
             };
             if opts.probabilities {
                 let path = out_dir.join(format!("{stem}_prob{c}.nii.gz"));
-                nifti::write_image(&path, &p, &geom, ImageDtype::F32)?;
+                nifti::write_image(&path, &to_source(&record, p.clone()), &geom, ImageDtype::F32)?;
                 extra.push(path);
             }
+            let fold = fold.get_or_insert_with(|| ClassFold::new(&p, opts.uncertainty.is_some()));
             fold.add(c as u8, p.data);
         }
-        let (labels, entropy) = fold.finish();
-        if let Some(data) = entropy {
+        let (labels, entropy) = fold.expect("the network has at least one class").finish();
+        if let Some(h) = entropy {
             let path = out_dir.join(format!("{stem}_uncertainty.nii.gz"));
-            let h = Volume { data, spacing: grid.spacing, affine: grid.affine };
-            nifti::write_image(&path, &h, &geom, ImageDtype::F32)?;
+            nifti::write_image(&path, &to_source(&record, h), &geom, ImageDtype::F32)?;
             extra.push(path);
         }
-        let mut labels: Labels = Volume { data: labels, spacing: grid.spacing, affine: grid.affine };
+        let mut labels = to_source(&record, labels);
         if opts.postprocess {
             keep_largest_liver(&mut labels.data);
         }
@@ -310,21 +310,31 @@ pub fn check_scan(preprocess: &PreprocessConfig, median_spacing: Option<[f64; 3]
     Ok(())
 }
 
+/// A volume on the restored grid taken to the scan's own axes (in the bare mode, where
+/// nothing was prepared, it is there already).
+fn to_source<T: Clone>(record: &Option<CaseRecord>, v: Volume<T>) -> Volume<T> {
+    match record {
+        Some(r) => r.to_source(v),
+        None => v,
+    }
+}
+
 /// The most probable class per voxel (the first on ties) and, if asked, the entropy of
 /// the class probabilities, from probability maps that arrive one class at a time.
 struct ClassFold {
-    labels: Array3<u8>,
+    labels: Labels,
     best: Option<Array3<f32>>,
     entropy: Option<Array3<f32>>,
     classes: usize,
 }
 
 impl ClassFold {
-    fn new(shape: [usize; 3], entropy: bool) -> Self {
+    /// An empty fold on `like`'s grid.
+    fn new(like: &Image, entropy: bool) -> Self {
         ClassFold {
-            labels: Array3::zeros(shape),
+            labels: like.map_data(Array3::zeros(like.shape())),
             best: None,
-            entropy: entropy.then(|| Array3::zeros(shape)),
+            entropy: entropy.then(|| Array3::zeros(like.shape())),
             classes: 0,
         }
     }
@@ -341,7 +351,7 @@ impl ClassFold {
         }
         match &mut self.best {
             None => self.best = Some(p),
-            Some(best) => ndarray::Zip::from(&mut self.labels).and(best).and(&p).for_each(|l, b, &v| {
+            Some(best) => ndarray::Zip::from(&mut self.labels.data).and(best).and(&p).for_each(|l, b, &v| {
                 if v > *b {
                     *b = v;
                     *l = c;
@@ -351,10 +361,10 @@ impl ClassFold {
     }
 
     /// The labels, and the entropy in nats clamped to its range `[0, ln classes]` (float
-    /// rounding can step just outside).
-    fn finish(self) -> (Array3<u8>, Option<Array3<f32>>) {
+    /// rounding can step just outside), on the grid of the maps.
+    fn finish(self) -> (Labels, Option<Image>) {
         let max = (self.classes.max(1) as f32).ln();
-        let entropy = self.entropy.map(|h| h.mapv_into(|v| v.clamp(0.0, max)));
+        let entropy = self.entropy.map(|h| self.labels.map_data(h.mapv_into(|v| v.clamp(0.0, max))));
         (self.labels, entropy)
     }
 }
@@ -448,19 +458,22 @@ mod tests {
     fn class_fold_is_the_first_argmax_and_the_entropy_in_nats() {
         let shape = [1, 1, 3];
         let probs = [[1.0f32, 0.2, 1.0 / 3.0], [0.0, 0.4, 1.0 / 3.0], [0.0, 0.4, 1.0 / 3.0]];
-        let mut fold = ClassFold::new(shape, true);
+        let like = Volume::with_spacing(Array3::<f32>::zeros(shape), [0.5, 0.6, 2.0]);
+        let mut fold = ClassFold::new(&like, true);
         for (c, p) in probs.iter().enumerate() {
             fold.add(c as u8, Array3::from_shape_vec(shape, p.to_vec()).unwrap());
         }
         let (labels, h) = fold.finish();
+        let h = h.unwrap();
+        assert_eq!((labels.spacing, h.affine), (like.spacing, like.affine));
         // Ties go to the first class.
-        assert_eq!(labels.into_raw_vec_and_offset().0, [0, 1, 0]);
-        let h = h.unwrap().into_raw_vec_and_offset().0;
+        assert_eq!(labels.data.into_raw_vec_and_offset().0, [0, 1, 0]);
+        let h = h.data.into_raw_vec_and_offset().0;
         let want = [0.0, -(0.2f64 * 0.2f64.ln() + 2.0 * 0.4 * 0.4f64.ln()), 3f64.ln()];
         for (got, want) in h.iter().zip(want) {
             assert!((f64::from(*got) - want).abs() < 1e-6, "{h:?}");
         }
-        let (_, none) = ClassFold::new(shape, false).finish();
+        let (_, none) = ClassFold::new(&like, false).finish();
         assert!(none.is_none());
     }
 
