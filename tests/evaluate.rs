@@ -1,13 +1,16 @@
 //! End-to-end tests of `lits evaluate`: label files written by nibabel
 //! (scripts/reference/evaluate_cases.py), metrics compared with medpy 0.5.2 computed on the
-//! same masks, bad cases reported while the others are scored.
+//! same masks, bad cases reported while the others are scored; and a tiny run's held-out
+//! case segmented and scored with `--run`.
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::PYTHON;
 use serde_json::Value;
 
-const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
 const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/reference/evaluate_cases.py");
 
 fn lits(args: &[&std::ffi::OsStr]) -> Output {
@@ -161,4 +164,64 @@ fn unusable_folders_and_outputs_fail_before_scoring() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("r.json: the folder") && err.contains("does not exist"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing written");
+}
+
+#[test]
+fn run_mode_segments_the_held_out_cases_and_scores_them_as_pred_ref_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let run = common::train_tiny(tmp.path(), &cache);
+    let (json, csv, png) = (tmp.path().join("r.json"), tmp.path().join("r.csv"), tmp.path().join("dice.png"));
+    let o = common::ok(
+        common::lits(&cache)
+            .args(["evaluate", "--run"])
+            .arg(&run)
+            .arg("--json")
+            .arg(&json)
+            .arg("--csv")
+            .arg(&csv)
+            .arg("--plot")
+            .arg(&png)
+            .output()
+            .unwrap(),
+    );
+    let err = common::text(&o.stderr);
+    let mask = run.join("evaluation").join("segmentation-3.nii.gz");
+    assert!(err.contains(&format!("case 3: segmented -> {}", mask.display())), "{err}");
+    assert!(mask.is_file());
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // Only the held-out case 3 (split "val": [3]), scored.
+    let cases = report["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1, "{report}");
+    assert_eq!(cases[0]["id"], 3);
+    assert_eq!(cases[0]["prediction"], mask.to_str().unwrap());
+    assert!(cases[0].get("error").is_none() && cases[0]["liver"]["dice"].is_f64(), "{}", cases[0]);
+    assert_eq!(report["summary"]["cases_scored"], 1);
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 1 + 2);
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+
+    // The same case scored from the folders gives the same numbers (the other cases of the
+    // dataset have no prediction there, so that call fails for them).
+    let plans: Value = serde_json::from_slice(&std::fs::read(run.join("plans.json")).unwrap()).unwrap();
+    let dataset = Path::new(plans["dataset"].as_str().unwrap());
+    let by_folder = tmp.path().join("by_folder.json");
+    let pred = run.join("evaluation");
+    lits(&["--pred".as_ref(), pred.as_os_str(), "--ref".as_ref(), dataset.as_os_str(), "--json".as_ref(), by_folder.as_os_str()]);
+    let folder: Value = serde_json::from_slice(&std::fs::read(&by_folder).unwrap()).unwrap();
+    let case3 = folder["cases"].as_array().unwrap().iter().find(|c| c["id"] == 3).unwrap();
+    for structure in ["liver", "tumor"] {
+        assert_eq!(case3[structure], cases[0][structure], "{structure}");
+    }
+
+    // --out puts the masks elsewhere; --out without --run, and --run with --pred, are refused.
+    let elsewhere = tmp.path().join("elsewhere");
+    common::ok(common::lits(&cache).args(["evaluate", "--run"]).arg(&run).arg("--out").arg(&elsewhere).output().unwrap());
+    assert!(elsewhere.join("segmentation-3.nii.gz").is_file());
+    for bad in [vec!["--out", "x"], vec!["--run", "r", "--pred", "p", "--ref", "q"]] {
+        let o = common::lits(&cache).arg("evaluate").args(&bad).output().unwrap();
+        assert!(!o.status.success(), "{bad:?} accepted");
+    }
+    let o = common::lits(&cache).args(["evaluate", "--run"]).arg(tmp.path().join("nowhere")).output().unwrap();
+    let err = common::text(&o.stderr);
+    assert!(!o.status.success() && err.contains("nowhere"), "{err}");
 }

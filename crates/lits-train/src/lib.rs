@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod env;
+pub mod evaluate;
 pub mod memory;
 pub mod error;
 pub mod optim;

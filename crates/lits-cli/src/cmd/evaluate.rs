@@ -3,19 +3,29 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use lits_data::atomic::write_atomic;
-use lits_model::evaluate::evaluate;
+use lits_model::evaluate::{evaluate, CaseReport};
+use lits_train::evaluate::evaluate_run;
+use lits_train::predict::PredictOptions;
 
 /// Arguments of `lits evaluate`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Folder of predicted label maps: `segmentation-N`, `volume-N` or `liver_N`
     /// `.nii[.gz]`.
-    #[arg(long)]
-    pred: PathBuf,
+    #[arg(long, required_unless_present = "run", requires = "reference")]
+    pred: Option<PathBuf>,
     /// Folder of reference label maps: `segmentation-N.nii[.gz]` (LiTS, also in direct
     /// subfolders) or `liver_N.nii[.gz]` (MSD, also in `labelsTr/`).
-    #[arg(long = "ref")]
-    reference: PathBuf,
+    #[arg(long = "ref", required_unless_present = "run", requires = "pred")]
+    reference: Option<PathBuf>,
+    /// Instead of --pred and --ref: segment the held-out cases of this run directory
+    /// (`val` and `test` of its split.json, scans from the dataset in its plans.json) with
+    /// its model, then score them.
+    #[arg(long, conflicts_with_all = ["pred", "reference"])]
+    run: Option<PathBuf>,
+    /// With --run: the folder for the masks (default RUN_DIR/evaluation).
+    #[arg(long, requires = "run")]
+    out: Option<PathBuf>,
     /// Write every case's metrics and the summaries as JSON (keys in docs/evaluate.md).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -44,10 +54,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for p in [&args.json, &args.csv, &args.plot].into_iter().flatten() {
         check_output(p)?;
     }
-    let report = evaluate(&args.pred, &args.reference, |c| match &c.error {
+    let scored = |c: &CaseReport| match &c.error {
         None => eprintln!("case {}: scored", c.id),
         Some(e) => eprintln!("case {}: not scored: {e}", c.id),
-    })?;
+    };
+    let report = match (&args.run, &args.pred, &args.reference) {
+        (Some(run), _, _) => {
+            let out = args.out.clone().unwrap_or_else(|| run.join("evaluation"));
+            evaluate_run(run, &out, &PredictOptions::default(), |c, p| {
+                if let Some(p) = p {
+                    eprintln!("case {}: segmented -> {}", c.id, p.mask.display());
+                }
+                scored(c);
+            })?
+        }
+        (None, Some(pred), Some(reference)) => evaluate(pred, reference, scored)?,
+        _ => bail!("give --pred DIR and --ref DIR, or --run RUN_DIR"),
+    };
     print!("{}", report.to_table());
     if let Some(p) = &args.json {
         let mut v = serde_json::to_value(&report)?;

@@ -1,0 +1,63 @@
+//! Scoring a run on the cases it did not train on: its held-out cases (`val`, then `test`,
+//! of `split.json`) are found in the dataset folder recorded in `plans.json`, segmented with
+//! the run's model exactly as `lits predict` does, and scored against their reference
+//! segmentations with the LiTS metrics ([`lits_model::evaluate`]).
+
+use std::path::Path;
+
+use lits_data::dataset::{self, Split};
+use lits_model::evaluate::{score_case, CaseReport, Report};
+
+use crate::data::plans_dataset;
+use crate::error::{Error, Result};
+use crate::predict::{PredictOptions, Prediction, Predictor};
+use crate::runlog::RunDir;
+
+/// Segments every held-out case of the run in `run_dir` into `out_dir` (masks named as
+/// `lits predict` names them) and scores each against its reference, calling `progress`
+/// after each case with its report and, when it was segmented, the prediction. A case that
+/// cannot be segmented or scored gets its error and the others go on; only an unusable run
+/// or dataset is an `Err`.
+pub fn evaluate_run(
+    run_dir: &Path,
+    out_dir: &Path,
+    opts: &PredictOptions,
+    mut progress: impl FnMut(&CaseReport, Option<&Prediction>),
+) -> Result<Report> {
+    let run = RunDir::new(run_dir);
+    let split = Split::read(&run.split())?;
+    let held_out: Vec<u32> = split.val.iter().chain(&split.test).copied().collect();
+    if held_out.is_empty() {
+        return Err(Error::invalid(run.split(), "holds no held-out case (`val` and `test` are empty)"));
+    }
+    let dataset_dir = plans_dataset(&run)?;
+    let ds = dataset::discover_images(&dataset_dir)?;
+    let cases = ds.select(&held_out)?;
+    let predictor = Predictor::from_run(run_dir)?;
+    predictor.check_options(opts)?;
+    let failed = |id, reference: &Path, error: String| CaseReport {
+        id,
+        reference: reference.to_path_buf(),
+        prediction: None,
+        scores: None,
+        error: Some(error),
+    };
+    let reports = cases
+        .into_iter()
+        .map(|case| {
+            let (report, prediction) = match &case.label {
+                None => {
+                    let e = format!("{}: case {} has no reference segmentation", case.image.display(), case.id);
+                    (failed(case.id, &case.image, e), None)
+                }
+                Some(reference) => match predictor.predict_file(&case.image, out_dir, opts) {
+                    Ok(p) => (score_case(case.id, reference, std::slice::from_ref(&p.mask)), Some(p)),
+                    Err(e) => (failed(case.id, reference, format!("not segmented: {e}")), None),
+                },
+            };
+            progress(&report, prediction.as_ref());
+            report
+        })
+        .collect();
+    Ok(Report::new(out_dir, &dataset_dir, reports, Vec::new()))
+}
