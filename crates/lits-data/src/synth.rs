@@ -790,7 +790,9 @@ impl Body {
             let c = [0, 1, 2].map(|a| rng.uniform(lo[a], hi[a]));
             if self.liver_level(c) < -0.15 && self.organ_over_liver(c).is_none() && self.cavity(c) {
                 let hyper = rng.chance(0.15);
-                let contrast = if hyper { rng.uniform(25.0, 45.0) } else { rng.uniform(-70.0, -30.0) };
+                // Hypodense lesions sit 45-90 HU below the enhanced parenchyma, as metastases
+                // do in the portal-venous phase; hyperdense ones 35-55 HU above.
+                let contrast = if hyper { rng.uniform(35.0, 55.0) } else { rng.uniform(-90.0, -45.0) };
                 let rim = if !hyper && rng.chance(0.25) { rng.uniform(10.0, 25.0) } else { 0.0 };
                 return Some(Tumor {
                     blob: Blob::draw(rng, c, [radius; 3], 0.2, 0.12, 2.5 * radius),
