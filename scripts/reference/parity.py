@@ -9,6 +9,7 @@ compare. Nothing here is stored in the repository: values are made fresh on ever
            train-mode logits with the original's dropout from generator seed seed + 1000,
            Monte-Carlo dropout logits (BatchNorm eval, dropout on) from seed + 2000
   adam     one focal-loss Adam step (lr 1e-4) from random weights; loss and updated state
+  optim    three focal-loss steps under torch.optim Adam (L2), AdamW and SGD (Nesterov)
   losses   focal loss (this re-statement) and MONAI DiceCELoss on random logits
   sliding  MONAI sliding_window_inference of softmax(model) over a random volume
   metrics  medpy Dice/Jaccard and the original's batch-wise IoU of random label volumes
@@ -196,6 +197,35 @@ def cmd_save(args):
     torch.save(ckpt, args.out + ".ckpt")
 
 
+OPTIMIZERS = {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-3),
+    "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2),
+    "sgd": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=3e-5),
+}
+
+
+def cmd_optim(args):
+    """Three training steps of the focal loss from the same weights under each optimiser
+    of lits-train (Adam with L2, AdamW, SGD with Nesterov momentum), learning rates as in
+    OPTIMIZERS; the state after the steps is written per optimiser."""
+    m = model(args)
+    save_file(state(m), os.path.join(args.out, "weights.safetensors"))
+    shape = ints(args.shape)
+    x = torch.randn(shape)
+    target = torch.randint(0, args.classes, [shape[0]] + shape[2:])
+    out = {"input": x, "target": target}
+    for name, make in OPTIMIZERS.items():
+        m.load_state_dict(load_file(os.path.join(args.out, "weights.safetensors")))
+        m.train()
+        opt = make(m.parameters())
+        for _ in range(3):
+            opt.zero_grad()
+            focal_loss(m(x), target, floats(args.class_weights), gamma=2.0).backward()
+            opt.step()
+        out.update({"%s.%s" % (name, k): v for k, v in state(m).items()})
+    save_file(out, os.path.join(args.out, "expected.safetensors"))
+
+
 def cmd_check(args):
     """Loads a safetensors file into the re-stated model with strict names and shapes."""
     m = UNet3d(base_channels=args.base, num_classes=args.classes)
@@ -205,7 +235,7 @@ def cmd_check(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["unet", "adam", "losses", "sliding", "metrics", "save", "check"])
+    p.add_argument("command", choices=["unet", "adam", "optim", "losses", "sliding", "metrics", "save", "check"])
     p.add_argument("--out", required=True, help="output directory (save: file stem, check: file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base", type=int, default=4, help="base channels")
