@@ -305,9 +305,26 @@ impl CaseRecord {
     /// A volume on the grid of [`CaseRecord::restore_image_oriented`] taken to the source's
     /// own axes and geometry; no copy where the case was not reoriented.
     pub fn to_source<T: Clone>(&self, v: Volume<T>) -> Volume<T> {
+        match self.reoriented_from() {
+            Some(source) => undo_canonical(&v, source),
+            None => v,
+        }
+    }
+
+    /// [`CaseRecord::to_source`] of a borrowed volume: itself where the case was not
+    /// reoriented, else one reoriented copy.
+    pub fn to_source_ref<'a, T: Clone>(&self, v: &'a Volume<T>) -> Cow<'a, Volume<T>> {
+        match self.reoriented_from() {
+            Some(source) => Cow::Owned(undo_canonical(v, source)),
+            None => Cow::Borrowed(v),
+        }
+    }
+
+    /// The source grid, where restored volumes are in RAS order and must be reoriented.
+    fn reoriented_from(&self) -> Option<&Grid> {
         match self {
-            CaseRecord::Spacing { source, canonical: true, .. } => undo_canonical(v, source),
-            CaseRecord::Spacing { .. } | CaseRecord::Mlfcore { .. } => v,
+            CaseRecord::Spacing { source, canonical: true, .. } if !orient::is_ras(&source.affine) => Some(source),
+            CaseRecord::Spacing { .. } | CaseRecord::Mlfcore { .. } => None,
         }
     }
 
@@ -391,23 +408,17 @@ impl CaseRecord {
 }
 
 /// A volume on the RAS grid of `source` taken back to `source`'s own axes (the inverse of
-/// [`orient::to_canonical`], worked out from the source affine alone); no copy when the
-/// source is RAS already.
-fn undo_canonical<T: Clone>(v: Volume<T>, source: &Grid) -> Volume<T> {
-    let data = if orient::is_ras(&source.affine) {
-        v.data
-    } else {
-        let ornt = orient::io_orientation(&source.affine);
-        let mut view = v.data.view();
-        for &(w, d) in &ornt {
-            if d < 0 {
-                view.invert_axis(ndarray::Axis(w));
-            }
+/// [`orient::to_canonical`], worked out from the source affine alone).
+fn undo_canonical<T: Clone>(v: &Volume<T>, source: &Grid) -> Volume<T> {
+    let ornt = orient::io_orientation(&source.affine);
+    let mut view = v.data.view();
+    for &(w, d) in &ornt {
+        if d < 0 {
+            view.invert_axis(ndarray::Axis(w));
         }
-        // Source axis a is canonical axis ornt[a].0.
-        let view = view.permuted_axes(ornt.map(|(w, _)| w));
-        view.as_standard_layout().into_owned()
-    };
+    }
+    // Source axis a is canonical axis ornt[a].0.
+    let data = view.permuted_axes(ornt.map(|(w, _)| w)).as_standard_layout().into_owned();
     assert_eq!(
         data.shape(),
         source.shape,

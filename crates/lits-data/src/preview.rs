@@ -19,7 +19,7 @@ use ndarray::ArrayView3;
 
 use crate::orient;
 use crate::plot::{Align, Canvas, Rgb};
-use crate::{Image, Labels};
+use crate::{Image, Labels, Volume};
 
 /// The soft-tissue window, level 40 HU and width 400 HU: −160 HU is black, 240 HU white.
 pub const WINDOW_HU: [f32; 2] = [-160.0, 240.0];
@@ -56,18 +56,32 @@ const PANELS: [Panel; 3] = [
     Panel { name: "sagittal", fixed: 0, horizontal: 1, vertical: 2, edges: ["A", "P"] },
 ];
 
-/// Draws the preview of `image` (HU) with `labels` (0, 1 liver, 2 tumor) over it. The
-/// slices cross at the liver's centre of mass (label ≥ 1), rounded to a voxel, or at the
-/// volume's centre when there is no liver.
+/// The grey level of every voxel of `image` (HU) in the soft-tissue window [`WINDOW_HU`]:
+/// what [`render`] draws, a quarter of the image's size, so a caller can let the image go
+/// and draw the preview later.
+pub fn soft_tissue(image: &Image) -> Volume<u8> {
+    let [lo, hi] = WINDOW_HU;
+    image.map_data(image.data.mapv(|hu| {
+        if hu.is_nan() {
+            0
+        } else {
+            (((hu - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8
+        }
+    }))
+}
+
+/// Draws the preview of a scan, given as its [`soft_tissue`] grey levels, with `labels`
+/// (0, 1 liver, 2 tumor) over it. The slices cross at the liver's centre of mass
+/// (label ≥ 1), rounded to a voxel, or at the volume's centre when there is no liver.
 ///
 /// # Panics
-/// If `labels` is not on `image`'s grid (same shape and affine).
-pub fn render(image: &Image, labels: &Labels) -> Canvas {
+/// If `labels` is not on the scan's grid (same shape and affine).
+pub fn render(grey: &Volume<u8>, labels: &Labels) -> Canvas {
     assert!(
-        image.shape() == labels.shape() && image.affine == labels.affine,
-        "the preview needs the mask on the image's grid"
+        grey.shape() == labels.shape() && grey.affine == labels.affine,
+        "the preview needs the mask on the scan's grid"
     );
-    let (ct, spacing) = orient::canonical_view(image);
+    let (ct, spacing) = orient::canonical_view(grey);
     let (mask, _) = orient::canonical_view(labels);
     let n = [ct.dim().0, ct.dim().1, ct.dim().2];
     let centre = liver_centre(&mask).unwrap_or(n.map(|x| x / 2));
@@ -105,21 +119,18 @@ fn draw_panel(
     origin: [u32; 2],
     [w, h]: [u32; 2],
     index: usize,
-    ct: &ArrayView3<'_, f32>,
+    ct: &ArrayView3<'_, u8>,
     mask: &ArrayView3<'_, u8>,
 ) {
     let n = [ct.dim().0, ct.dim().1, ct.dim().2];
-    let [lo, hi] = WINDOW_HU;
     for y in 0..h {
         for x in 0..w {
             let mut at = [0usize; 3];
             at[p.fixed] = index;
             at[p.horizontal] = voxel_at(x, w, n[p.horizontal]);
             at[p.vertical] = voxel_at(y, h, n[p.vertical]);
-            let hu = ct[at];
-            let grey = if hu.is_nan() { 0 } else { (((hu - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8 };
             let (px, py) = ((origin[0] + x) as i64, (origin[1] + y) as i64);
-            canvas.blend(px, py, [grey; 3], 1.0);
+            canvas.blend(px, py, [ct[at]; 3], 1.0);
             match mask[at] {
                 1 => canvas.blend(px, py, LIVER, MASK_ALPHA),
                 2 => canvas.blend(px, py, TUMOR, MASK_ALPHA),
@@ -146,7 +157,6 @@ fn liver_centre(mask: &ArrayView3<'_, u8>) -> Option<[usize; 3]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Volume;
     use ndarray::{s, Array3};
 
     /// Pixel colour at panel `panel`'s pixel `(x, y)`.
@@ -165,7 +175,7 @@ mod tests {
         mask.slice_mut(s![14..20, 8..10, 2..6]).fill(2);
         let img = Volume::with_spacing(ct, [1.0, 2.0, 3.0]);
         let lab = img.map_data(mask);
-        let c = render(&img, &lab);
+        let c = render(&soft_tissue(&img), &lab);
         // Panels 320×320, 320×384, 320×384.
         assert_eq!((c.width(), c.height()), (16 + 3 * (320 + 16), 24 + 384 + 16));
         let lefts = [16, 16 + 336, 16 + 2 * 336];
@@ -198,7 +208,7 @@ mod tests {
         let mut mask = Array3::<u8>::zeros((6, 8, 4));
         mask[[1, 6, 2]] = 1;
         let ras_mask = ras.map_data(mask);
-        let want = render(&ras, &ras_mask);
+        let want = render(&soft_tissue(&ras), &ras_mask);
         // The same scan stored with i flipped and axes j, i, k swapped (an LAS-like file).
         let permute = |a: &Array3<f32>| {
             let mut v = a.view();
@@ -209,11 +219,11 @@ mod tests {
         other.affine = [[0.0, -2.0, 0.0, 10.0], [1.5, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
         let m = permute(&ras_mask.data.mapv(f32::from)).mapv(|v| v as u8);
         let other_mask = other.map_data(m);
-        assert_eq!(render(&other, &other_mask), want);
+        assert_eq!(render(&soft_tissue(&other), &other_mask), want);
         // Without liver the slices cross the middle voxel.
         let empty = ras.map_data(Array3::<u8>::zeros((6, 8, 4)));
         assert_eq!(liver_centre(&orient::canonical_view(&empty).0), None);
-        let c = render(&ras, &empty);
+        let c = render(&soft_tissue(&ras), &empty);
         let grey = |p: Rgb| p[0] == p[1] && p[1] == p[2];
         assert!((0..c.height()).all(|y| (0..c.width()).all(|x| grey(c.pixel(x, y)))), "no colour without a mask");
     }

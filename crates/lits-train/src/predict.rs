@@ -19,8 +19,8 @@
 //!
 //! Memory: the probabilities come back to the scan's grid one class at a time and are
 //! folded into the argmax (and the entropy) at once, and the scan's voxels are let go once
-//! prepared unless the preview needs them, so the peak stays a few times the scan's float32
-//! size ([`Prediction::peak_memory`]).
+//! prepared (the preview keeps their windowed grey levels, a byte each), so the peak stays
+//! a few times the scan's float32 size ([`Prediction::peak_memory`]).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -160,28 +160,22 @@ impl Predictor {
         self.check_options(opts)?;
         memory::reset_peak();
         let (image, geom) = nifti::read_image(input)?;
+        // The preview needs only the windowed grey levels, a quarter of the scan's size.
+        let grey = opts.preview.then(|| preview::soft_tissue(&image));
         let named = |e: Error| match e {
             // Name the scan in errors that would otherwise only name a field.
             Error::Config { field, msg } => Error::invalid(input, format!("{field}: {msg}")),
             Error::Data(lits_data::Error::Config { field, msg }) => Error::invalid(input, format!("{field}: {msg}")),
             other => other,
         };
-        let mut image = Some(image);
         let (probs, record) = if opts.preprocess {
-            let scan = image.as_ref().expect("read above");
             let (preprocess, median) = self.preprocessing();
-            check_scan(preprocess, median, scan).map_err(named)?;
-            let prepared = self.prepare(scan).map_err(named)?;
-            if !opts.preview {
-                image = None;
-            }
-            (self.infer(Cow::Owned(prepared.0), opts).map_err(named)?, Some(prepared.1))
+            check_scan(preprocess, median, &image).map_err(named)?;
+            let prepared = self.prepare(&image).map_err(named)?;
+            drop(image);
+            (self.infer(prepared.0, opts).map_err(named)?, Some(prepared.1))
         } else {
-            let probs = self.infer(Cow::Borrowed(image.as_ref().expect("read above")), opts).map_err(named)?;
-            if !opts.preview {
-                image = None;
-            }
-            (probs, None)
+            (self.infer(image, opts).map_err(named)?, None)
         };
 
         std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
@@ -193,12 +187,20 @@ impl Predictor {
         let mut fold = None;
         for (c, p) in probs.into_iter().enumerate() {
             let p = match &record {
-                Some(r) => r.restore_image_oriented(&p, if c == 0 { 1.0 } else { 0.0 }).map_err(|e| named(e.into()))?,
+                Some(r) => {
+                    let restored = r.restore_image_oriented(&p, if c == 0 { 1.0 } else { 0.0 });
+                    drop(p);
+                    restored.map_err(|e| named(e.into()))?
+                }
                 None => p,
             };
             if opts.probabilities {
                 let path = out_dir.join(format!("{stem}_prob{c}.nii.gz"));
-                nifti::write_image(&path, &to_source(&record, p.clone()), &geom, ImageDtype::F32)?;
+                let p = match &record {
+                    Some(r) => r.to_source_ref(&p),
+                    None => Cow::Borrowed(&p),
+                };
+                nifti::write_image(&path, &p, &geom, ImageDtype::F32)?;
                 extra.push(path);
             }
             let fold = fold.get_or_insert_with(|| ClassFold::new(&p, opts.uncertainty.is_some()));
@@ -216,9 +218,9 @@ impl Predictor {
         }
         let out = out_dir.join(&name);
         nifti::write_labels(&out, &labels, &geom)?;
-        if let Some(image) = &image {
+        if let Some(grey) = &grey {
             let path = out_dir.join(format!("{stem}_preview.png"));
-            preview::render(image, &labels).save_png(&path)?;
+            preview::render(grey, &labels).save_png(&path)?;
             extra.push(path);
         }
         Ok(Prediction { mask: out, extra, peak_memory: memory::peak_resident_bytes() })
@@ -247,7 +249,7 @@ impl Predictor {
     /// Sliding-window softmax of a single-channel volume (the mean over Monte-Carlo
     /// dropout passes when asked), split per class, on the volume's grid. The volume is let
     /// go as soon as the network has its copy.
-    fn infer(&self, image: Cow<'_, Image>, opts: &PredictOptions) -> Result<Vec<Image>> {
+    fn infer(&self, image: Image, opts: &PredictOptions) -> Result<Vec<Image>> {
         let mut sw = self.cfg.validation.sliding_window.clone();
         sw.mirror_tta = opts.tta;
         let shape = image.shape();
