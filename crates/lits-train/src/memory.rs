@@ -16,6 +16,14 @@ pub fn peak_resident_bytes() -> Option<u64> {
     parse_vm_hwm(&status)
 }
 
+/// A peak as reported on the terminal: whole MiB rounded up, or `unknown`.
+pub fn describe(bytes: Option<u64>) -> String {
+    match bytes {
+        Some(b) => format!("{} MiB", b.div_ceil(1 << 20)),
+        None => "unknown".to_string(),
+    }
+}
+
 fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
     let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
@@ -30,6 +38,7 @@ mod tests {
     fn reads_the_high_water_mark() {
         assert_eq!(parse_vm_hwm("VmPeak:\t 3060 kB\nVmHWM:\t    1672 kB\nVmRSS:\t 1000 kB\n"), Some(1672 * 1024));
         assert_eq!(parse_vm_hwm("VmRSS:\t 1000 kB\n"), None);
+        assert_eq!((describe(Some((3 << 20) + 1)), describe(None)), ("4 MiB".into(), "unknown".into()));
         if cfg!(target_os = "linux") {
             let before = peak_resident_bytes().expect("Linux reports VmHWM");
             // Touch 64 MiB: the peak must cover it.

@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use lits_data::atomic::write_atomic;
 use lits_model::evaluate::{evaluate, CaseReport};
 use lits_train::evaluate::evaluate_run;
+use lits_train::memory;
 use lits_train::predict::PredictOptions;
 
 /// Arguments of `lits evaluate`.
@@ -63,7 +64,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let out = args.out.clone().unwrap_or_else(|| run.join("evaluation"));
             evaluate_run(run, &out, &PredictOptions::default(), |c, p| {
                 if let Some(p) = p {
-                    eprintln!("case {}: segmented -> {}", c.id, p.mask.display());
+                    let peak = memory::describe(p.peak_memory);
+                    eprintln!("case {}: segmented -> {} (peak resident memory {peak})", c.id, p.mask.display());
                 }
                 scored(c);
             })?

@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use lits_train::memory;
 use lits_train::predict::{PredictOptions, Predictor};
 
 /// Arguments of `lits predict`.
@@ -91,10 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for f in &files {
         match predictor.predict_file(f, &args.out, &opts) {
             Ok(p) => {
-                let peak = match p.peak_memory {
-                    Some(b) => format!("{} MiB", b.div_ceil(1 << 20)),
-                    None => "unknown".to_string(),
-                };
+                let peak = memory::describe(p.peak_memory);
                 eprintln!("{} -> {} (peak resident memory {peak})", f.display(), p.mask.display());
             }
             Err(e) => {
