@@ -7,35 +7,12 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-fn lits(cache: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lits"));
-    c.env_remove("LD_LIBRARY_PATH").env("LITS_CACHE_DIR", cache).env_remove("LITS_FAILPOINT");
-    c.env_remove("MLFLOW_TRACKING_URI");
-    c
-}
+mod common;
+use common::lits;
 
 fn tiny_config(dir: &Path, seed: u64, epochs: u32) -> PathBuf {
-    let cfg = serde_json::json!({
-        "name": "tiny",
-        "seed": seed,
-        "threads": 2,
-        "loader_workers": 2,
-        "data": {
-            "synth": { "cases": 4, "seed": 7, "in_plane_voxels": [40, 44], "slices": [20, 24],
-                       "in_plane_spacing_mm": [7.0, 8.0], "slice_spacing_mm": [9.0, 11.0] },
-            "split": { "kind": "ids", "val": [3] }
-        },
-        "preprocess": { "mode": "spacing", "target_spacing": [8.0, 8.0, 10.0],
-                        "intensity": { "kind": "window", "lower": -200.0, "upper": 300.0 } },
-        "patches": { "patch": [16, 16, 16], "batch_size": 2, "foreground_fraction": 0.5 },
-        "model": { "base_channels": 4, "dropout": 0.1, "updown_dropout": 0.001 },
-        "optimizer": { "kind": "adam", "lr": 0.001 },
-        "epochs": epochs,
-        "steps_per_epoch": 3,
-        "validation": { "every": 2, "sliding_window": { "patch": [16, 16, 16], "overlap": 0.25 } }
-    });
     let p = dir.join(format!("tiny-{seed}-{epochs}.json"));
-    std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(&p, serde_json::to_vec_pretty(&common::tiny_config(seed, epochs, 3, 2)).unwrap()).unwrap();
     p
 }
 

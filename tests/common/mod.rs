@@ -38,12 +38,12 @@ pub fn python(script: &str, args: &[&Path]) -> String {
     text(&o.stdout)
 }
 
-/// One epoch of a 4-channel U-Net on four small phantoms, case 3 held out (validated, so
-/// `best.safetensors`); returns the run directory `tmp/run`.
-pub fn train_tiny(tmp: &Path, cache: &Path) -> PathBuf {
-    let cfg = serde_json::json!({
+/// The tiny training configuration of the end-to-end tests: four small phantoms (case 3
+/// held out), a 4-channel U-Net, 16³ patches; runs in seconds on two cores.
+pub fn tiny_config(seed: u64, epochs: u32, steps: u32, every: u32) -> serde_json::Value {
+    serde_json::json!({
         "name": "tiny",
-        "seed": 0,
+        "seed": seed,
         "threads": 2,
         "loader_workers": 2,
         "data": {
@@ -56,12 +56,17 @@ pub fn train_tiny(tmp: &Path, cache: &Path) -> PathBuf {
         "patches": { "patch": [16, 16, 16], "batch_size": 2, "foreground_fraction": 0.5 },
         "model": { "base_channels": 4, "dropout": 0.1, "updown_dropout": 0.001 },
         "optimizer": { "kind": "adam", "lr": 0.001 },
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "validation": { "every": 1, "sliding_window": { "patch": [16, 16, 16], "overlap": 0.25 } }
-    });
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "validation": { "every": every, "sliding_window": { "patch": [16, 16, 16], "overlap": 0.25 } }
+    })
+}
+
+/// One epoch of [`tiny_config`] (validated, so `best.safetensors`); returns the run
+/// directory `tmp/run`.
+pub fn train_tiny(tmp: &Path, cache: &Path) -> PathBuf {
     let p = tmp.join("tiny.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(&p, serde_json::to_vec_pretty(&tiny_config(0, 1, 2, 1)).unwrap()).unwrap();
     let run = tmp.join("run");
     ok(lits(cache).args(["train", "--config"]).arg(&p).arg("--out").arg(&run).output().unwrap());
     run
