@@ -1,8 +1,11 @@
-//! `lits sync` end to end: a run whose tracking server went away in the middle, uploaded
-//! after the server came back, read back with MLflow's Python client; and bad input.
+//! Tracking end to end against a real MLflow server: a `lits train --tracking-uri` run read
+//! back with MLflow's Python client; `lits sync` of a run whose server went away in the
+//! middle, uploaded after the server came back; and bad input.
 
 #[path = "../crates/lits-train/tests/tracking_support/mod.rs"]
 mod tracking_support;
+
+mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,6 +19,74 @@ fn lits() -> Command {
         c.env_remove(k);
     }
     c
+}
+
+#[test]
+fn a_tracked_training_run_reads_back_with_mlflows_client() {
+    let srv = MlflowServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tiny.json");
+    std::fs::write(&cfg, serde_json::to_vec(&common::tiny_config(0, 3, 2, 2)).unwrap()).unwrap();
+    let run = tmp.path().join("run");
+    let out = lits()
+        .env("LITS_CACHE_DIR", tmp.path().join("cache"))
+        .env("MLFLOW_EXPERIMENT_NAME", "lits-train-e2e")
+        .args(["train", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&run)
+        .args(["--tracking-uri", &srv.uri])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_id = read_state(&run).unwrap().expect("the run reached the server").run_id;
+    let back = readback(&srv.uri, &run_id);
+    assert_eq!(back["status"], "FINISHED");
+    assert_eq!(back["experiment"], "lits-train-e2e");
+    assert_eq!(back["run_name"], "run", "the run directory's name");
+
+    // Every config field is a param.
+    let params = back["params"].as_object().unwrap();
+    assert_eq!(params["seed"], "0");
+    for key in ["optimizer.lr", "patches.patch", "model.base_channels", "data.synth.cases", "epochs"] {
+        assert!(params.contains_key(key), "param {key} missing: {params:?}");
+    }
+    assert!(back["tags"].as_object().unwrap().keys().any(|k| k.contains("version")), "{}", back["tags"]);
+
+    // The full metric history equals the run directory's log, epoch by epoch.
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(log.len(), 3);
+    let history = server_history(&back);
+    let series = |key: &str| -> Vec<(i64, f64)> {
+        history[key].iter().map(|p| (p[0].as_i64().unwrap(), p[2].as_f64().unwrap())).collect()
+    };
+    let local = |f: &dyn Fn(&serde_json::Value) -> Option<f64>| -> Vec<(i64, f64)> {
+        log.iter().filter_map(|r| f(r).map(|v| (r["epoch"].as_i64().unwrap(), v))).collect()
+    };
+    assert_eq!(series("train_loss"), local(&|r| r["train_loss"].as_f64()));
+    assert_eq!(series("lr"), local(&|r| r["lr"].as_f64()));
+    let liver = local(&|r| r["val"]["liver_dice"].as_f64());
+    assert_eq!(liver.len(), 2, "validated after epochs 2 and 3");
+    assert_eq!(series("val_liver_dice"), liver);
+    assert_eq!(series("val_tumor_dice"), local(&|r| r["val"]["tumor_dice"].as_f64()));
+
+    // The run's records, plots and best weights are artifacts, byte for byte.
+    for (artifact, local) in [
+        ("config.json", "config.json"),
+        ("env.json", "env.json"),
+        ("split.json", "split.json"),
+        ("plans.json", "plans.json"),
+        ("metrics.jsonl", "metrics.jsonl"),
+        ("plots/loss.png", "plots/loss.png"),
+        ("plots/dice.png", "plots/dice.png"),
+        ("model/best.safetensors", "best.safetensors"),
+    ] {
+        assert_eq!(back["artifacts"][artifact], sha256_file(&run.join(local)), "artifact {artifact}");
+    }
 }
 
 #[test]

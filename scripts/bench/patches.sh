@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Patch sampler throughput against what the quick-start training consumes, in the same run:
-# lits_data's PatchSampler (configs/quickstart.json's 48x48x32 patches, batch 2, default
-# augmentation) drawn on one thread and through a Prefetcher with 1 worker (the quick
+# lits_data's PatchSampler (configs/quickstart.json's 32x32x32 patches, batch 2, with the
+# default augmentation, which costs more than the quick start's none) drawn on one thread and through a Prefetcher with 1 worker (the quick
 # start's loader_workers), against the patches per second of a training step of the
 # quick-start U-Net (base 8 channels, same batch) on 2 threads, timed with PyTorch from
 # .venv (the same libtorch version lits links; scripts/reference/unet.py).
@@ -14,7 +14,7 @@ PY=.venv/bin/python
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
 cargo build --release -q -p lits-data --example patch_bench
-sampler=$("$TARGET_DIR/release/examples/patch_bench" 48x48x32 2 "$STEPS" 1)
+sampler=$("$TARGET_DIR/release/examples/patch_bench" 32x32x32 2 "$STEPS" 1)
 step=$("$PY" - <<'PY'
 import json, sys, time
 sys.path.insert(0, "scripts/reference")
@@ -24,8 +24,8 @@ torch.manual_seed(0)
 torch.set_num_threads(2)
 model = UNet3d(base_channels=8, dropout=0.0, updown_dropout=0.0)
 opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-x = torch.randn(2, 1, 48, 48, 32)
-y = torch.randint(0, 3, (2, 48, 48, 32))
+x = torch.randn(2, 1, 32, 32, 32)
+y = torch.randint(0, 3, (2, 32, 32, 32))
 def step():
     opt.zero_grad()
     loss = torch.nn.functional.cross_entropy(model(x), y)

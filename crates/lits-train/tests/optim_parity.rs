@@ -52,7 +52,7 @@ fn three_steps_of_each_optimiser_match_torch_optim() {
         // A convolution bias right before BatchNorm has a gradient that is zero in exact
         // arithmetic: both sides see only rounding noise, which Adam's normalisation scales
         // up to a step of lr. The reference freezes those biases, and so does this side.
-        for (param, mut t) in vs.variables() {
+        for (param, t) in vs.variables() {
             if feeds_batchnorm(&param) {
                 let _ = t.set_requires_grad(false);
             }
