@@ -106,7 +106,6 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
 /// from headers (or, for phantoms not yet generated, from their config) without reading a
 /// voxel. Cropping is ignored, so this is an upper bound.
 pub fn prepared_extent_bound(cfg: &TrainConfig) -> Result<[usize; 3]> {
-    use lits_data::resample::Grid;
     let spacing_mode = match &cfg.preprocess {
         PreprocessConfig::Mlfcore(m) => return Ok([m.cube; 3]),
         PreprocessConfig::Spacing(s) => s,
@@ -135,31 +134,23 @@ pub fn prepared_extent_bound(cfg: &TrainConfig) -> Result<[usize; 3]> {
     };
     let ds = dataset::discover(dir)?;
     let headers: Vec<nifti::Header> = ds.cases.par_iter().map(|c| nifti::read_header(&c.image)).collect::<lits_data::Result<_>>()?;
-    // Shape and spacing on the axes the mode works on.
-    let working: Vec<([usize; 3], [f64; 3])> = headers
-        .iter()
-        .map(|h| {
-            let affine = h.geometry.affine;
-            let spacing = preprocess::working_spacing(&cfg.preprocess, h.geometry.spacing(), &affine);
-            let mut shape = h.shape;
-            if spacing_mode.canonical {
-                for (a, (w, _)) in lits_data::orient::io_orientation(&affine).into_iter().enumerate() {
-                    shape[w] = h.shape[a];
-                }
-            }
-            (shape, spacing)
-        })
-        .collect();
-    let spacings: Vec<[f64; 3]> = working.iter().map(|w| w.1).collect();
-    let Some(target) = spacing_mode.target_spacing.or_else(|| preprocess::median_spacing(&spacings)) else {
-        return Ok([usize::MAX; 3]);
+    if headers.is_empty() {
+        return Ok([usize::MAX; 3]); // discovery reports the empty folder when the run starts
+    }
+    let median_spacing = if cfg.preprocess.needs_median_spacing() {
+        let spacings: Vec<[f64; 3]> = headers
+            .iter()
+            .map(|h| preprocess::working_spacing(&cfg.preprocess, h.geometry.spacing(), &h.geometry.affine))
+            .collect();
+        preprocess::median_spacing(&spacings)
+    } else {
+        None
     };
     let mut out = [0usize; 3];
-    for (shape, spacing) in working {
-        let grid = Grid { shape, spacing, affine: [[0.0; 4]; 4] };
-        let g = grid.with_spacing(target, spacing_mode.alignment)?;
+    for h in &headers {
+        let shape = cfg.preprocess.uncropped_shape(h.shape, h.geometry.spacing(), &h.geometry.affine, median_spacing)?;
         for a in 0..3 {
-            out[a] = out[a].max(g.shape[a]);
+            out[a] = out[a].max(shape[a]);
         }
     }
     Ok(out)

@@ -52,6 +52,23 @@ pub struct TrainState {
     pub stopped_early: bool,
 }
 
+impl TrainState {
+    /// The state of a run that has not taken a step yet.
+    fn fresh(cfg: &TrainConfig, config_sha256: String) -> Self {
+        TrainState {
+            version: 1,
+            epochs_done: 0,
+            global_step: 0,
+            schedule: Schedule::new(cfg.schedule.clone(), cfg.optimizer.lr(), cfg.epochs),
+            best: None,
+            stale_validations: 0,
+            seed: cfg.seed,
+            config_sha256,
+            stopped_early: false,
+        }
+    }
+}
+
 /// How to run (not part of the result: none of this changes the weights).
 #[derive(Debug, Default)]
 pub struct RunOptions {
@@ -92,18 +109,7 @@ pub fn train(cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summ
             return Err(e);
         }
     };
-    let config_sha256 = seed::sha256_json(&cfg);
-    let state = TrainState {
-        version: 1,
-        epochs_done: 0,
-        global_step: 0,
-        schedule: Schedule::new(cfg.schedule.clone(), cfg.optimizer.lr(), cfg.epochs),
-        best: None,
-        stale_validations: 0,
-        seed: cfg.seed,
-        config_sha256,
-        stopped_early: false,
-    };
+    let state = TrainState::fresh(&cfg, seed::sha256_json(&cfg));
     run_loop(cfg, run, data, state, None, opts)
 }
 
@@ -126,18 +132,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
         }
         (c.state, Some(c.tensors))
     } else {
-        let state = TrainState {
-            version: 1,
-            epochs_done: 0,
-            global_step: 0,
-            schedule: Schedule::new(cfg.schedule.clone(), cfg.optimizer.lr(), cfg.epochs),
-            best: None,
-            stale_validations: 0,
-            seed: cfg.seed,
-            config_sha256,
-            stopped_early: false,
-        };
-        (state, None)
+        (TrainState::fresh(&cfg, config_sha256), None)
     };
     runlog::truncate_after::<EpochRecord>(&run.metrics(), state.epochs_done, |r| r.epoch)?;
     runlog::truncate_after::<TimingRecord>(&run.timing(), state.epochs_done, |r| r.epoch)?;
