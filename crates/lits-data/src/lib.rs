@@ -4,6 +4,7 @@
 
 pub mod distance;
 pub mod atomic;
+mod buffer;
 pub mod cache;
 pub mod crop;
 pub mod dataset;

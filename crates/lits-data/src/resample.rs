@@ -239,7 +239,7 @@ fn linear_pass(src: &[f32], shape: [usize; 3], axis: usize, taps: &[Tap]) -> Vec
     let m = taps.len();
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut out = vec![0.0f32; outer * m * inner];
+    let mut out = crate::buffer::volume_buffer::<f32>(outer * m * inner);
     if inner == 1 {
         // Along the contiguous axis: one gather per output value, a row per task item.
         out.par_chunks_mut(m)
@@ -321,7 +321,7 @@ pub fn resample_labels(lab: &Labels, grid: &Grid, interp: LabelInterp) -> Result
     let src_shape = lab.shape();
     check_nonempty(src_shape, grid.shape)?;
     let [_, nj, nk] = grid.shape;
-    let mut out = vec![0u8; grid.shape.iter().product()];
+    let mut out = crate::buffer::volume_buffer::<u8>(grid.shape.iter().product());
     let src = &lab.data;
     match interp {
         LabelInterp::Nearest => {

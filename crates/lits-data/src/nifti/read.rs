@@ -11,12 +11,15 @@ use rayon::prelude::*;
 use super::geometry::Geometry;
 use super::header::{ByteOrder, Datatype, Header};
 use super::source::{self, Loaded};
+use crate::buffer::populated_buffer;
 use crate::{Error, Image, Labels, Result, Volume};
 
 /// One stored value type: its size and how to decode it from bytes.
-trait Stored: Copy {
+trait Stored: Copy + Send + Sync {
     const SIZE: usize;
     fn load(b: &[u8], big: bool) -> Self;
+    /// The value with its bytes reversed (a big-endian value read as little-endian).
+    fn swap(self) -> Self;
     fn to_f64(self) -> f64;
 }
 
@@ -30,26 +33,29 @@ macro_rules! stored {
                 if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }
             }
             #[inline(always)]
+            fn swap(self) -> Self { <$t>::from_ne_bytes({ let mut b = self.to_ne_bytes(); b.reverse(); b }) }
+            #[inline(always)]
             fn to_f64(self) -> f64 { self as f64 }
         }
     )*};
 }
 stored!(u8, i8, u16, i16, u32, i32, f32, f64);
 
-/// Run `transpose_map` for the stored type of `$dt`, mapping each value (as f64) with `$f`.
+/// Run `transpose_map` into `$out` for the stored type of `$dt`, mapping each value (as
+/// f64) with `$f`.
 macro_rules! dispatch {
-    ($dt:expr, $big:expr, $raw:expr, $shape:expr, $f:expr) => {{
+    ($dt:expr, $big:expr, $raw:expr, $shape:expr, $out:expr, $f:expr) => {{
         let f = $f;
-        let big = $big;
+        let (big, raw, shape, out) = ($big, $raw, $shape, $out);
         match $dt {
-            Datatype::U8 => transpose_map($raw, $shape, |b: &[u8]| f(u8::load(b, big).to_f64())),
-            Datatype::I8 => transpose_map($raw, $shape, |b: &[u8]| f(i8::load(b, big).to_f64())),
-            Datatype::U16 => transpose_map($raw, $shape, |b: &[u8]| f(u16::load(b, big).to_f64())),
-            Datatype::I16 => transpose_map($raw, $shape, |b: &[u8]| f(i16::load(b, big).to_f64())),
-            Datatype::U32 => transpose_map($raw, $shape, |b: &[u8]| f(u32::load(b, big).to_f64())),
-            Datatype::I32 => transpose_map($raw, $shape, |b: &[u8]| f(i32::load(b, big).to_f64())),
-            Datatype::F32 => transpose_map($raw, $shape, |b: &[u8]| f(f32::load(b, big).to_f64())),
-            Datatype::F64 => transpose_map($raw, $shape, |b: &[u8]| f(f64::load(b, big).to_f64())),
+            Datatype::U8 => transpose_map(raw, shape, big, |v: u8| f(v.to_f64()), out),
+            Datatype::I8 => transpose_map(raw, shape, big, |v: i8| f(v.to_f64()), out),
+            Datatype::U16 => transpose_map(raw, shape, big, |v: u16| f(v.to_f64()), out),
+            Datatype::I16 => transpose_map(raw, shape, big, |v: i16| f(v.to_f64()), out),
+            Datatype::U32 => transpose_map(raw, shape, big, |v: u32| f(v.to_f64()), out),
+            Datatype::I32 => transpose_map(raw, shape, big, |v: i32| f(v.to_f64()), out),
+            Datatype::F32 => transpose_map(raw, shape, big, |v: f32| f(v.to_f64()), out),
+            Datatype::F64 => transpose_map(raw, shape, big, |v: f64| f(v), out),
         }
     }};
 }
@@ -77,9 +83,10 @@ pub fn read_image_with(path: &Path, opts: &ReadOptions) -> Result<(Image, Geomet
 
 /// [`read_image_with`], returning the whole checked header.
 pub fn read_image_and_header(path: &Path, opts: &ReadOptions) -> Result<(Image, Header)> {
-    let loaded = source::load(path, true, 4)?;
+    // The output buffer's pages are faulted in on the other core while the voxels decompress.
+    let (loaded, mut data) = source::load_with(path, 4, |h| populated_buffer::<f32>(h.voxels() as usize))?;
     let h = &loaded.header;
-    let mut data = decode_f32(&loaded);
+    decode_f32(&loaded, &mut data);
     if may_be_non_finite(h) && !opts.keep_non_finite {
         let (count, first) = count_non_finite(&data);
         if count > 0 {
@@ -99,16 +106,16 @@ pub fn read_image_and_header(path: &Path, opts: &ReadOptions) -> Result<(Image, 
 
 /// Read a label map as u8; refuses a value (after scaling) that is not an integer 0..=255.
 pub fn read_labels(path: &Path) -> Result<(Labels, Geometry)> {
-    let loaded = source::load(path, true, 1)?;
+    let (loaded, mut data) = source::load_with(path, 1, |h| populated_buffer::<u8>(h.voxels() as usize))?;
     let h = &loaded.header;
-    let data = if h.datatype == Datatype::U8 && h.scaling().is_none() {
-        transpose_map(loaded.data(), h.shape, |b: &[u8]| b[0])
+    if h.datatype == Datatype::U8 && h.scaling().is_none() {
+        transpose_map(loaded.data(), h.shape, false, |v: u8| v, &mut data);
     } else {
         check_labels(path, &loaded)?;
         let big = h.byte_order == ByteOrder::Big;
         let (slope, inter) = scaling_f64(h);
-        dispatch!(h.datatype, big, loaded.data(), h.shape, |v: f64| (v * slope + inter) as f32 as u8)
-    };
+        dispatch!(h.datatype, big, loaded.data(), h.shape, &mut data, |v: f64| (v * slope + inter) as f32 as u8);
+    }
     Ok((into_volume(data, h), h.geometry.clone()))
 }
 
@@ -143,75 +150,110 @@ fn scaling_f64(h: &Header) -> (f64, f64) {
     h.scaling().map_or((1.0, 0.0), |(s, i)| (f64::from(s), f64::from(i)))
 }
 
-/// The scaled voxels as f32 in standard layout.
-fn decode_f32(loaded: &Loaded) -> Vec<f32> {
+/// The scaled voxels as f32 in standard layout, into `out`.
+fn decode_f32(loaded: &Loaded, out: &mut [f32]) {
     let h = &loaded.header;
     let big = h.byte_order == ByteOrder::Big;
-    let raw = loaded.data();
+    let (raw, shape) = (loaded.data(), h.shape);
     match h.scaling() {
         // Without scaling every stored type converts to f32 directly, as numpy's astype.
         None => match h.datatype {
-            Datatype::U8 => transpose_map(raw, h.shape, |b: &[u8]| b[0] as f32),
-            Datatype::I8 => transpose_map(raw, h.shape, |b: &[u8]| i8::load(b, big) as f32),
-            Datatype::U16 => transpose_map(raw, h.shape, |b: &[u8]| u16::load(b, big) as f32),
-            Datatype::I16 => transpose_map(raw, h.shape, |b: &[u8]| i16::load(b, big) as f32),
-            Datatype::U32 => transpose_map(raw, h.shape, |b: &[u8]| u32::load(b, big) as f32),
-            Datatype::I32 => transpose_map(raw, h.shape, |b: &[u8]| i32::load(b, big) as f32),
-            Datatype::F32 => transpose_map(raw, h.shape, |b: &[u8]| f32::load(b, big)),
-            Datatype::F64 => transpose_map(raw, h.shape, |b: &[u8]| f64::load(b, big) as f32),
+            Datatype::U8 => transpose_map(raw, shape, big, |v: u8| v as f32, out),
+            Datatype::I8 => transpose_map(raw, shape, big, |v: i8| v as f32, out),
+            Datatype::U16 => transpose_map(raw, shape, big, |v: u16| v as f32, out),
+            Datatype::I16 => transpose_map(raw, shape, big, |v: i16| v as f32, out),
+            Datatype::U32 => transpose_map(raw, shape, big, |v: u32| v as f32, out),
+            Datatype::I32 => transpose_map(raw, shape, big, |v: i32| v as f32, out),
+            Datatype::F32 => transpose_map(raw, shape, big, |v: f32| v, out),
+            Datatype::F64 => transpose_map(raw, shape, big, |v: f64| v as f32, out),
         },
         Some((s, i)) => {
             let (s, i) = (f64::from(s), f64::from(i));
             // nibabel skips a multiply by 1 and an add of 0; so do we (it matters for -0.0).
             match (s == 1.0, i == 0.0) {
-                (true, _) => dispatch!(h.datatype, big, raw, h.shape, |v: f64| (v + i) as f32),
-                (_, true) => dispatch!(h.datatype, big, raw, h.shape, |v: f64| (v * s) as f32),
-                _ => dispatch!(h.datatype, big, raw, h.shape, |v: f64| (v * s + i) as f32),
+                (true, _) => dispatch!(h.datatype, big, raw, shape, out, |v: f64| (v + i) as f32),
+                (_, true) => dispatch!(h.datatype, big, raw, shape, out, |v: f64| (v * s) as f32),
+                _ => dispatch!(h.datatype, big, raw, shape, out, |v: f64| (v * s + i) as f32),
             }
         }
     }
 }
 
-/// Map each stored element of `raw` (file order: `i` fastest, then `j`, then `k`) with `f`
-/// into a buffer in C order (`k` fastest). Each thread fills a block of `IB` rows of `i`;
-/// within it, for each `j` and tile of `KT` values of `k`, the strided source bytes of the
-/// tile (`IB` x `KT` elements on `KT` cache-line runs) stay in L1 while each output row is
-/// written contiguously. Block sizes measured on a 512x512x200 int16 volume.
-fn transpose_map<O, F>(raw: &[u8], shape: [usize; 3], f: F) -> Vec<O>
+/// Decode each stored `T` of `raw` (file order: `i` fastest, then `j`, then `k`), map it
+/// with `f` and write it into `out` in C order (`k` fastest). Each thread fills blocks of
+/// `IB` rows of `i`. Within a block, for each `j` and tile of `KT` values of `k`, the tile
+/// is gathered from `KT` contiguous runs of `IB` source values (decoded and mapped there,
+/// where the compiler can vectorise) into a small buffer that stays in L1, then written out
+/// as `IB` contiguous runs of `KT` values. Tile sizes measured on a 512x512x200 int16
+/// volume (docs/benchmarks.md).
+fn transpose_map<T, O, F>(raw: &[u8], shape: [usize; 3], big: bool, f: F, out: &mut [O])
 where
+    T: Stored,
     O: Copy + Default + Send,
-    F: Fn(&[u8]) -> O + Sync,
+    F: Fn(T) -> O + Sync,
 {
-    const IB: usize = 32;
-    const KT: usize = 32;
-    let [nx, ny, nz] = shape;
-    let n = nx * ny * nz;
-    let mut out = source::volume_buffer::<O>(n);
-    if n == 0 {
-        return out;
+    let n = shape.iter().product::<usize>();
+    assert_eq!(out.len(), n, "output buffer matches the shape");
+    assert_eq!(raw.len(), n * T::SIZE, "voxel bytes match the shape");
+    // Whether the stored values must be byte-swapped after a native load.
+    let swap = big != cfg!(target_endian = "big");
+    // SAFETY: every Stored type is a plain integer or float, valid for any bit pattern.
+    match unsafe { raw.align_to::<T>() } {
+        // The usual case: the values are aligned for plain loads, which vectorise.
+        ([], src, []) if swap => tiles(src, shape, |x: T| f(x.swap()), out),
+        ([], src, []) => tiles(src, shape, f, out),
+        // Bytes at an offset that is not a multiple of the value size (rare): decode them
+        // into an aligned copy first.
+        _ => {
+            let src: Vec<T> = raw.par_chunks_exact(T::SIZE).map(|b| T::load(b, big)).collect();
+            tiles(&src, shape, f, out)
+        }
     }
-    let size = raw.len() / n;
+}
+
+/// Tile sizes of [`transpose_map`]: `IB` values of `i` read as one run, `KT` values of `k`
+/// written as one run.
+const IB: usize = 16;
+const KT: usize = 16;
+
+/// [`transpose_map`] over typed stored values.
+// Index loops over the tile: they compile to the vectorised code measured.
+#[allow(clippy::needless_range_loop)]
+fn tiles<T, O, F>(src: &[T], shape: [usize; 3], f: F, out: &mut [O])
+where
+    T: Copy + Sync,
+    O: Copy + Default + Send,
+    F: Fn(T) -> O + Sync,
+{
+    let [nx, ny, nz] = shape;
     let row = ny * nz;
-    let k_stride = nx * ny * size;
+    if row == 0 || nx == 0 {
+        return;
+    }
     out.par_chunks_mut(IB * row).enumerate().for_each(|(blk, chunk)| {
         let i0 = blk * IB;
         let ib = chunk.len() / row;
+        let mut tile = [[O::default(); IB]; KT];
         for j in 0..ny {
             for k0 in (0..nz).step_by(KT) {
-                let k1 = (k0 + KT).min(nz);
+                let kt = (k0 + KT).min(nz) - k0;
+                for dk in 0..kt {
+                    let base = i0 + nx * (j + ny * (k0 + dk));
+                    let run = &src[base..base + ib];
+                    for di in 0..ib {
+                        tile[dk][di] = f(run[di]);
+                    }
+                }
                 for di in 0..ib {
-                    let start = di * row + j * nz;
-                    let dst = &mut chunk[start + k0..start + k1];
-                    let mut at = (i0 + di + nx * j) * size + k0 * k_stride;
-                    for v in dst.iter_mut() {
-                        *v = f(&raw[at..at + size]);
-                        at += k_stride;
+                    let start = di * row + j * nz + k0;
+                    let dst = &mut chunk[start..start + kt];
+                    for dk in 0..kt {
+                        dst[dk] = tile[dk][di];
                     }
                 }
             }
         }
     });
-    out
 }
 
 /// How many values are NaN or infinite, and the flat index of the first.
@@ -271,15 +313,24 @@ mod tests {
 
     #[test]
     fn transpose_map_puts_file_order_into_c_order() {
-        // Shapes that leave partial blocks and tiles: i not a multiple of 16, k of 16.
-        for shape in [[3, 4, 5], [17, 2, 33], [1, 1, 1], [40, 3, 2]] {
+        // Shapes that leave partial blocks and tiles (i or k not a multiple of 16); both byte
+        // orders; bytes aligned for u32 (typed loads) and one byte off (decoded from bytes).
+        for shape in [[3, 4, 5], [17, 2, 33], [1, 1, 1], [40, 3, 2], [16, 5, 16], [33, 1, 47]] {
             let [nx, ny, nz] = shape;
-            let raw: Vec<u8> = (0..nx * ny * nz).flat_map(|v| (v as u32).to_le_bytes()).collect();
-            let out = transpose_map(&raw, shape, |b: &[u8]| u32::load(b, false));
-            for i in 0..nx {
-                for j in 0..ny {
-                    for k in 0..nz {
-                        assert_eq!(out[(i * ny + j) * nz + k] as usize, i + nx * (j + ny * k));
+            for big in [false, true] {
+                for offset in [0, 1] {
+                    let mut raw = vec![0u8; offset];
+                    for v in 0..(nx * ny * nz) as u32 {
+                        raw.extend(if big { v.to_be_bytes() } else { v.to_le_bytes() });
+                    }
+                    let mut out = vec![0u32; nx * ny * nz];
+                    transpose_map(&raw[offset..], shape, big, |v: u32| v, &mut out);
+                    for i in 0..nx {
+                        for j in 0..ny {
+                            for k in 0..nz {
+                                assert_eq!(out[(i * ny + j) * nz + k] as usize, i + nx * (j + ny * k), "{shape:?} {big} {offset}");
+                            }
+                        }
                     }
                 }
             }
@@ -294,3 +345,4 @@ mod tests {
         assert_eq!(u32::load(&7u32.to_le_bytes(), false), 7);
     }
 }
+
