@@ -133,6 +133,9 @@ fn bad_cases_are_reported_by_file_the_good_one_cached_and_the_exit_code_fails() 
     let (broken, removed) = (seg(1), seg(2));
     std::fs::write(&broken, b"garbage").unwrap();
     std::fs::remove_file(&removed).unwrap();
+    // A label whose image is missing fails as a case of its own; it does not stop the rest.
+    let orphan = data.join("segmentation-7.nii.gz");
+    std::fs::copy(seg(0), &orphan).unwrap();
     let cfg = write_config(
         tmp.path(),
         r#"{"mode": "spacing", "target_spacing": [3.0, 3.0, 3.0]}"#,
@@ -147,8 +150,9 @@ fn bad_cases_are_reported_by_file_the_good_one_cached_and_the_exit_code_fails() 
         err.contains("volume-2") && err.contains("no segmentation"),
         "{err}"
     );
+    assert!(err.contains(&orphan.display().to_string()) && err.contains("no image volume-7"), "{err}");
     assert!(
-        text(&o.stdout).contains("1 processed, 0 unchanged, 0 removed, 2 failed"),
+        text(&o.stdout).contains("1 processed, 0 unchanged, 0 removed, 3 failed"),
         "{}",
         text(&o.stdout)
     );

@@ -180,12 +180,15 @@ pub fn build(
     progress: &(dyn Fn(Event) + Sync),
 ) -> Result<Report> {
     cfg.validate()?;
-    let ds = dataset::discover_images(data)?;
+    let dataset::Survey { dataset: ds, problems } = dataset::survey(data)?;
     let cases_dir = out.join("cases");
     fs::create_dir_all(&cases_dir).map_err(|e| Error::io(&cases_dir, e))?;
     remove_leftovers(&cases_dir)?;
 
-    let mut failed = Vec::new();
+    // Files that make no case (a label without its image, two files for one id) fail as
+    // cases of their own; the rest go on.
+    let mut failed: Vec<Failure> =
+        problems.iter().map(|p| Failure { id: Some(p.id), path: p.path.clone(), problem: p.message.clone() }).collect();
     let mut todo: Vec<(&Case, PathBuf)> = Vec::new();
     for case in &ds.cases {
         match &case.label {
@@ -232,7 +235,7 @@ pub fn build(
         sha256_hex(&serde_json::to_vec(&(FORMAT, cfg, median_spacing)).expect("config serialises"));
 
     progress(Event::Start {
-        cases: ds.cases.len(),
+        cases: ds.cases.len() + problems.len(),
     });
     for f in &failed {
         if let Some(id) = f.id {

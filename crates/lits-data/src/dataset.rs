@@ -77,13 +77,71 @@ impl Dataset {
 /// image, two files for the same id, or no case at all is an error naming the file (or
 /// `dir`).
 pub fn discover(dir: &Path) -> Result<Dataset> {
-    find(dir, true)
+    find(dir, true)?.into_strict(dir)
 }
 
 /// Like [`discover`], but images without a label are cases too (`label: None`), for
 /// prediction; a label without its image is still an error.
 pub fn discover_images(dir: &Path) -> Result<Dataset> {
-    find(dir, false)
+    find(dir, false)?.into_strict(dir)
+}
+
+/// What [`survey`] found: the usable cases (images without a label included, `label:
+/// None`) and the files that make no case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survey {
+    /// The cases.
+    pub dataset: Dataset,
+    /// Labels without their image, and ids with two files of one kind (the id is left out of
+    /// `dataset`), in id order.
+    pub problems: Vec<Problem>,
+}
+
+/// A file that makes no case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The case number in its name.
+    pub id: u32,
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Like [`discover_images`], but a label without its image or an id with two files is a
+/// [`Problem`] beside the other cases rather than an error, so that a run over a dataset can
+/// report it and go on with the rest. No image or label file at all is still an error.
+pub fn survey(dir: &Path) -> Result<Survey> {
+    let s = find(dir, false)?;
+    if s.dataset.cases.is_empty() && s.problems.is_empty() {
+        return Err(no_cases(dir));
+    }
+    Ok(s)
+}
+
+impl Survey {
+    fn into_strict(self, dir: &Path) -> Result<Dataset> {
+        match self.problems.as_slice() {
+            [] => {}
+            [p] => return Err(Error::invalid(&p.path, p.message.clone())),
+            many => {
+                let list: Vec<String> = many.iter().map(|p| format!("{} {}", p.path.display(), p.message)).collect();
+                return Err(Error::invalid(dir, format!("{} unpaired files: {}", many.len(), list.join("; "))));
+            }
+        }
+        if self.dataset.cases.is_empty() {
+            return Err(no_cases(dir));
+        }
+        Ok(self.dataset)
+    }
+}
+
+fn no_cases(dir: &Path) -> Error {
+    Error::invalid(
+        dir,
+        "no cases found: expected volume-N.nii[.gz] with segmentation-N.nii[.gz] (LiTS) or \
+         imagesTr/liver_N.nii[.gz] with labelsTr/liver_N.nii[.gz] (MSD Task03)",
+    )
 }
 
 /// Which file of a case a name denotes.
@@ -93,7 +151,9 @@ enum Role {
     Label,
 }
 
-fn find(dir: &Path, labels_required: bool) -> Result<Dataset> {
+/// Every case under `dir`, and the files that make none (with `labels_required`, images
+/// without a label among them).
+fn find(dir: &Path, labels_required: bool) -> Result<Survey> {
     let meta = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
     if !meta.is_dir() {
         return Err(Error::invalid(dir, "is not a folder"));
@@ -116,51 +176,43 @@ fn find(dir: &Path, labels_required: bool) -> Result<Dataset> {
 
     let mut images: BTreeMap<u32, PathBuf> = BTreeMap::new();
     let mut labels: BTreeMap<u32, PathBuf> = BTreeMap::new();
+    let mut problems = Vec::new();
     for (id, role, path) in files {
         let map = if role == Role::Image { &mut images } else { &mut labels };
         if let Some(first) = map.get(&id) {
-            return Err(Error::invalid(
-                &path,
-                format!("case {id} already has {}; keep one of the two", first.display()),
-            ));
+            let message = format!("case {id} already has {}; keep one of the two", first.display());
+            problems.push(Problem { id, path, message });
+        } else {
+            map.insert(id, path);
         }
-        map.insert(id, path);
+    }
+    // An id with two files of one kind is no case at all.
+    for p in &problems {
+        images.remove(&p.id);
+        labels.remove(&p.id);
     }
 
     let (image_word, label_word) = match layout {
         Layout::Lits => ("volume-", "segmentation-"),
         Layout::Msd => ("imagesTr/liver_", "labelsTr/liver_"),
     };
-    let mut unpaired: Vec<(&PathBuf, String)> = Vec::new();
     for (id, path) in &labels {
         if !images.contains_key(id) {
-            unpaired.push((path, format!("has no image {image_word}{id}.nii[.gz]")));
+            let message = format!("has no image {image_word}{id}.nii[.gz]");
+            problems.push(Problem { id: *id, path: path.clone(), message });
         }
     }
     if labels_required {
         for (id, path) in &images {
             if !labels.contains_key(id) {
-                unpaired.push((path, format!("has no label {label_word}{id}.nii[.gz]")));
+                let message = format!("has no label {label_word}{id}.nii[.gz]");
+                problems.push(Problem { id: *id, path: path.clone(), message });
             }
         }
     }
-    match unpaired.as_slice() {
-        [] => {}
-        [(path, msg)] => return Err(Error::invalid(*path, msg.clone())),
-        many => {
-            let list: Vec<String> = many.iter().map(|(p, m)| format!("{} {m}", p.display())).collect();
-            return Err(Error::invalid(dir, format!("{} unpaired files: {}", many.len(), list.join("; "))));
-        }
-    }
-    if images.is_empty() {
-        return Err(Error::invalid(
-            dir,
-            "no cases found: expected volume-N.nii[.gz] with segmentation-N.nii[.gz] (LiTS) or \
-             imagesTr/liver_N.nii[.gz] with labelsTr/liver_N.nii[.gz] (MSD Task03)",
-        ));
-    }
+    problems.sort_by(|a, b| (a.id, &a.path).cmp(&(b.id, &b.path)));
     let cases = images.into_iter().map(|(id, image)| Case { id, image, label: labels.remove(&id) }).collect();
-    Ok(Dataset { root: dir.to_path_buf(), layout, cases })
+    Ok(Survey { dataset: Dataset { root: dir.to_path_buf(), layout, cases }, problems })
 }
 
 fn subfolders(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -429,6 +481,41 @@ mod tests {
         assert!(e.contains("segmentation-4.nii") && e.contains("no image"), "{e}");
         let e = discover(d.path()).unwrap_err().to_string();
         assert!(e.contains("2 unpaired") && e.contains("volume-3") && e.contains("segmentation-4"), "{e}");
+    }
+
+    #[test]
+    fn a_survey_keeps_the_good_cases_beside_the_files_that_make_none() {
+        let d = tempfile::tempdir().unwrap();
+        let e = survey(d.path()).unwrap_err().to_string();
+        assert!(e.contains("no cases found"), "{e}");
+        touch(
+            d.path(),
+            &[
+                "volume-1.nii.gz",
+                "segmentation-1.nii.gz",
+                "volume-2.nii",
+                "volume-2.nii.gz",
+                "segmentation-2.nii",
+                "segmentation-4.nii",
+                "volume-5.nii",
+            ],
+        );
+        let s = survey(d.path()).unwrap();
+        assert_eq!(s.dataset.ids(), vec![1, 5]);
+        assert_eq!(s.dataset.case(5).unwrap().label, None);
+        let named: Vec<(u32, String)> = s
+            .problems
+            .iter()
+            .map(|p| (p.id, p.path.file_name().unwrap().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(named, vec![(2, "volume-2.nii.gz".to_string()), (4, "segmentation-4.nii".to_string())]);
+        assert!(s.problems[0].message.contains("already has"), "{:?}", s.problems);
+        assert!(s.problems[1].message.contains("no image volume-4"), "{:?}", s.problems);
+        // Only orphan labels: no case, but a survey that says why.
+        let d = tempfile::tempdir().unwrap();
+        touch(d.path(), &["segmentation-3.nii"]);
+        let s = survey(d.path()).unwrap();
+        assert!(s.dataset.cases.is_empty() && s.problems.len() == 1);
     }
 
     #[test]
