@@ -98,17 +98,24 @@ fn masks_keep_geometry_bad_files_reported_with_peak_memory_bare_mode_is_argmax()
         assert!(!out.join(format!("{bad}_seg.nii.gz")).exists(), "{bad}");
     }
     python(CHECK_MASKS, &[&inputs, &out]);
-    // Each written scan reports its peak memory: libtorch and a scan this small need more
-    // than 16 MiB and far less than 2 GiB.
+    // Each written scan reports its peak memory (libtorch and a scan this small need more
+    // than 16 MiB and far less than 2 GiB) and where the time went: stages that add up to
+    // the total, the network's share among them.
     for name in ["ras", "other"] {
         let line = err.lines().find(|l| l.contains(&format!("{name}_seg.nii.gz"))).unwrap_or_else(|| panic!("{err}"));
-        let mib: u64 = line
-            .split("(peak resident memory ")
-            .nth(1)
-            .and_then(|r| r.strip_suffix(" MiB)"))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no peak memory in {line:?}"));
-        assert!((16..2048).contains(&mib), "{line}");
+        let after = |key: &str| -> f64 {
+            line.split(key)
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {key:?} in {line:?}"))
+        };
+        let mib = after("(peak resident memory ");
+        assert!((16.0..2048.0).contains(&mib) && line.contains(" MiB; "), "{line}");
+        let total = after("MiB; ");
+        let stages = ["read ", "preprocess ", "network ", "rest "].map(after);
+        assert!(stages.iter().all(|&s| s >= 0.0) && stages[2] > 0.0, "{line}");
+        assert!((stages.iter().sum::<f64>() - total).abs() <= 0.02, "stages add up to the total: {line}");
     }
 
     // Weights and config instead of the run directory (plans.json beside the config).

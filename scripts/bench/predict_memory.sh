@@ -11,13 +11,7 @@
 # Needs .venv (scripts/setup.sh). Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=.venv/bin/python
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
-if [ -z "${LITS_BIN:-}" ]; then
-  cargo build --release -q -p lits-cli
-  LITS_BIN="${CARGO_TARGET_DIR:-target}/release/lits"
-fi
+. scripts/bench/lits_bin.sh
 
 "$PY" scripts/bench/make_ct.py "$WORK/ct.nii.gz"
 # A 64x64x32 scan of the same spacing: what libtorch, the model and one window cost alone.

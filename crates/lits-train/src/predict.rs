@@ -23,8 +23,8 @@
 //! a few times the scan's float32 size ([`Prediction::peak_memory`]).
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use ndarray::Array3;
 use tch::{nn, Device, Kind, Tensor};
@@ -81,7 +81,7 @@ impl Default for PredictOptions {
 }
 
 /// What [`Predictor::predict_file`] wrote for one scan, and what it cost.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     /// The mask.
     pub mask: PathBuf,
@@ -90,6 +90,30 @@ pub struct Prediction {
     /// Peak resident memory of the process while the scan was segmented, in bytes
     /// (`None` where the system does not report it).
     pub peak_memory: Option<u64>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Wall time of the stages of [`Predictor::predict_file`], in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Reading the scan.
+    pub read: f64,
+    /// Reorientation, resampling, cropping and normalisation.
+    pub preprocess: f64,
+    /// The network alone: the sliding-window inference over the prepared volume (every
+    /// forward pass and the blending of the windows).
+    pub network: f64,
+    /// Everything else: moving the volume to and from the network's tensors, restoring the
+    /// results to the scan's grid, post-processing and writing the files.
+    pub rest: f64,
+}
+
+impl Timings {
+    /// The whole of [`Predictor::predict_file`].
+    pub fn total(&self) -> f64 {
+        self.read + self.preprocess + self.network + self.rest
+    }
 }
 
 /// A trained network with the preprocessing it was trained with.
@@ -159,7 +183,10 @@ impl Predictor {
     pub fn predict_file(&self, input: &Path, out_dir: &Path, opts: &PredictOptions) -> Result<Prediction> {
         self.check_options(opts)?;
         memory::reset_peak();
+        let start = Instant::now();
+        let mut timings = Timings::default();
         let (image, geom) = nifti::read_image(input)?;
+        timings.read = start.elapsed().as_secs_f64();
         // The preview needs only the windowed grey levels, a quarter of the scan's size.
         let grey = opts.preview.then(|| preview::soft_tissue(&image));
         let named = |e: Error| match e {
@@ -171,11 +198,13 @@ impl Predictor {
         let (probs, record) = if opts.preprocess {
             let (preprocess, median) = self.preprocessing();
             check_scan(preprocess, median, &image).map_err(named)?;
+            let t = Instant::now();
             let prepared = self.prepare(&image).map_err(named)?;
+            timings.preprocess = t.elapsed().as_secs_f64();
             drop(image);
-            (self.infer(prepared.0, opts).map_err(named)?, Some(prepared.1))
+            (self.infer(prepared.0, opts, &mut timings.network).map_err(named)?, Some(prepared.1))
         } else {
-            (self.infer(image, opts).map_err(named)?, None)
+            (self.infer(image, opts, &mut timings.network).map_err(named)?, None)
         };
 
         std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
@@ -223,7 +252,8 @@ impl Predictor {
             preview::render(grey, &labels).save_png(&path)?;
             extra.push(path);
         }
-        Ok(Prediction { mask: out, extra, peak_memory: memory::peak_resident_bytes() })
+        timings.rest = start.elapsed().as_secs_f64() - timings.read - timings.preprocess - timings.network;
+        Ok(Prediction { mask: out, extra, peak_memory: memory::peak_resident_bytes(), timings })
     }
 
     /// The preprocessing config and the dataset's median spacing it may need.
@@ -249,7 +279,9 @@ impl Predictor {
     /// Sliding-window softmax of a single-channel volume (the mean over Monte-Carlo
     /// dropout passes when asked), split per class, on the volume's grid. The volume is let
     /// go as soon as the network has its copy.
-    fn infer(&self, image: Image, opts: &PredictOptions) -> Result<Vec<Image>> {
+    /// Softmax probabilities per class on the image's grid; the time of the sliding window
+    /// alone goes to `network`.
+    fn infer(&self, image: Image, opts: &PredictOptions, network: &mut f64) -> Result<Vec<Image>> {
         let mut sw = self.cfg.validation.sliding_window.clone();
         sw.mirror_tta = opts.tta;
         let shape = image.shape();
@@ -267,6 +299,7 @@ impl Predictor {
             Tensor::from_slice(slice).view([1, d, h, w]).to_device(self.device)
         };
         drop(image);
+        let t = Instant::now();
         let probs = match opts.uncertainty {
             Some(passes) => {
                 // Seeded per scan, not per position in a folder: a scan's result does not
@@ -276,6 +309,11 @@ impl Predictor {
             }
             None => tch::no_grad(|| inference::predict(&self.net, &x, &sw))?,
         };
+        // CUDA work is asynchronous: wait for it before reading the clock.
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        *network = t.elapsed().as_secs_f64();
         drop(x);
         let probs = probs.to_device(Device::Cpu).to_kind(Kind::Float);
         (0..probs.size()[0])
@@ -373,47 +411,125 @@ impl ClassFold {
 
 /// Zeroes every liver voxel (label ≥ 1) outside the largest 26-connected liver component;
 /// tumor outside it goes with it. Ties keep the component found first in C order.
+///
+/// Works on runs of foreground along the last axis rather than on voxels: each run is joined
+/// (union-find) to the runs it touches in the four earlier rows that can neighbour it, so
+/// the cost follows the number of runs, not 26 neighbours per voxel.
 pub fn keep_largest_liver(labels: &mut Array3<u8>) {
-    let [n0, n1, n2] = [labels.dim().0, labels.dim().1, labels.dim().2];
-    let mut comp = Array3::<u32>::zeros((n0, n1, n2));
-    let (mut best, mut best_size, mut next) = (0u32, 0usize, 0u32);
-    let mut queue = VecDeque::new();
-    for start in ndarray::indices((n0, n1, n2)) {
-        if labels[start] == 0 || comp[start] != 0 {
-            continue;
+    let (n0, n1, n2) = labels.dim();
+    if !labels.is_standard_layout() {
+        let mut owned = labels.as_standard_layout().into_owned();
+        keep_largest_liver(&mut owned);
+        labels.assign(&owned);
+        return;
+    }
+    let data = labels.as_slice_mut().expect("standard layout");
+    let rows = n0 * n1;
+    // Runs of foreground, row by row: `first[r]..first[r + 1]` are row r's, by start.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut first = Vec::with_capacity(rows + 1);
+    for r in 0..rows {
+        first.push(runs.len());
+        let row = &data[r * n2..(r + 1) * n2];
+        let mut k = 0;
+        while k < n2 {
+            if row[k] == 0 {
+                k += 1;
+                continue;
+            }
+            let start = k;
+            while k < n2 && row[k] != 0 {
+                k += 1;
+            }
+            runs.push((start, k - 1));
         }
-        next += 1;
-        comp[start] = next;
-        queue.push_back(start);
-        let mut size = 0usize;
-        while let Some((i, j, k)) = queue.pop_front() {
-            size += 1;
-            for di in -1i64..=1 {
-                for dj in -1i64..=1 {
-                    for dk in -1i64..=1 {
-                        let q = (i as i64 + di, j as i64 + dj, k as i64 + dk);
-                        if q.0 < 0 || q.1 < 0 || q.2 < 0 || q.0 >= n0 as i64 || q.1 >= n1 as i64 || q.2 >= n2 as i64 {
-                            continue;
-                        }
-                        let q = (q.0 as usize, q.1 as usize, q.2 as usize);
-                        if labels[q] != 0 && comp[q] == 0 {
-                            comp[q] = next;
-                            queue.push_back(q);
-                        }
-                    }
+    }
+    first.push(runs.len());
+    if runs.is_empty() {
+        return;
+    }
+    let mut sets = DisjointSets::new(runs.len());
+    for i in 0..n0 {
+        for j in 0..n1 {
+            let r = i * n1 + j;
+            // The earlier rows that can touch row (i, j) under 26-connectivity.
+            let earlier = [(i, j.wrapping_sub(1)), (i.wrapping_sub(1), j.wrapping_sub(1)), (i.wrapping_sub(1), j), (i.wrapping_sub(1), j + 1)];
+            for (qi, qj) in earlier {
+                if qi < n0 && qj < n1 {
+                    let q = qi * n1 + qj;
+                    join_touching(&runs, first[r]..first[r + 1], first[q]..first[q + 1], &mut sets);
                 }
             }
         }
-        if size > best_size {
-            best = next;
-            best_size = size;
+    }
+    // Sizes per component; the first run of a component (in C order) is where it is found.
+    let mut size = vec![0usize; runs.len()];
+    let mut best = None::<(usize, usize)>;
+    for (n, &(a, b)) in runs.iter().enumerate() {
+        size[sets.find(n)] += b - a + 1;
+    }
+    for n in 0..runs.len() {
+        let root = sets.find(n);
+        if best.is_none_or(|(_, s)| size[root] > s) {
+            best = Some((root, size[root]));
         }
     }
-    ndarray::Zip::from(labels).and(&comp).for_each(|l, &c| {
-        if c != best {
-            *l = 0;
+    let (keep, _) = best.expect("at least one run");
+    for r in 0..rows {
+        for n in first[r]..first[r + 1] {
+            if sets.find(n) != keep {
+                let (a, b) = runs[n];
+                data[r * n2 + a..=r * n2 + b].fill(0);
+            }
         }
-    });
+    }
+}
+
+/// Joins every run of `a` to the runs of `b` it touches (26-connectivity: their spans,
+/// widened by one, overlap); both lists sorted by start.
+fn join_touching(runs: &[(usize, usize)], a: std::ops::Range<usize>, b: std::ops::Range<usize>, sets: &mut DisjointSets) {
+    let (mut x, mut y) = (a.start, b.start);
+    while x < a.end && y < b.end {
+        let ((s1, e1), (s2, e2)) = (runs[x], runs[y]);
+        if e2 + 1 < s1 {
+            y += 1;
+        } else if e1 + 1 < s2 {
+            x += 1;
+        } else {
+            sets.union(x, y);
+            if e1 < e2 {
+                x += 1;
+            } else {
+                y += 1;
+            }
+        }
+    }
+}
+
+/// Union-find with path halving; the smaller index becomes the root.
+struct DisjointSets {
+    parent: Vec<usize>,
+}
+
+impl DisjointSets {
+    fn new(n: usize) -> Self {
+        DisjointSets { parent: (0..n).collect() }
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.parent[ra.max(rb)] = ra.min(rb);
+        }
+    }
 }
 
 /// The mask's file name for an input: LiTS `volume-N.nii[.gz]` becomes
@@ -477,6 +593,82 @@ mod tests {
         }
         let (_, none) = ClassFold::new(&like, false).finish();
         assert!(none.is_none());
+    }
+
+    use std::collections::VecDeque;
+
+    /// The plain breadth-first search over voxels that the run-based version replaces.
+    fn keep_largest_liver_bfs(labels: &mut Array3<u8>) {
+        let [n0, n1, n2] = [labels.dim().0, labels.dim().1, labels.dim().2];
+        let mut comp = Array3::<u32>::zeros((n0, n1, n2));
+        let (mut best, mut best_size, mut next) = (0u32, 0usize, 0u32);
+        let mut queue = VecDeque::new();
+        for start in ndarray::indices((n0, n1, n2)) {
+            if labels[start] == 0 || comp[start] != 0 {
+                continue;
+            }
+            next += 1;
+            comp[start] = next;
+            queue.push_back(start);
+            let mut size = 0usize;
+            while let Some((i, j, k)) = queue.pop_front() {
+                size += 1;
+                for di in -1i64..=1 {
+                    for dj in -1i64..=1 {
+                        for dk in -1i64..=1 {
+                            let q = (i as i64 + di, j as i64 + dj, k as i64 + dk);
+                            if q.0 < 0 || q.1 < 0 || q.2 < 0 || q.0 >= n0 as i64 || q.1 >= n1 as i64 || q.2 >= n2 as i64 {
+                                continue;
+                            }
+                            let q = (q.0 as usize, q.1 as usize, q.2 as usize);
+                            if labels[q] != 0 && comp[q] == 0 {
+                                comp[q] = next;
+                                queue.push_back(q);
+                            }
+                        }
+                    }
+                }
+            }
+            if size > best_size {
+                best = next;
+                best_size = size;
+            }
+        }
+        ndarray::Zip::from(labels).and(&comp).for_each(|l, &c| {
+            if c != best {
+                *l = 0;
+            }
+        });
+    }
+
+    #[test]
+    fn the_run_based_largest_component_matches_a_voxel_search() {
+        // Random masks of several densities (many small components, ties among them) and
+        // shapes with rows of one voxel.
+        for (seed, shape, density) in [(0u64, (9, 11, 13), 0.2), (1, (9, 11, 13), 0.45), (2, (7, 1, 20), 0.5), (3, (1, 12, 1), 0.6), (4, (16, 16, 16), 0.3), (5, (5, 5, 5), 0.0)] {
+            // xorshift64*: a few random bits per voxel are all this needs.
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move || {
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+            };
+            let l = Array3::from_shape_fn(shape, |_| {
+                let r = next();
+                if ((r >> 11) as f64 / (1u64 << 53) as f64) < density { 1 + (r & 1) as u8 } else { 0 }
+            });
+            let (mut fast, mut slow) = (l.clone(), l.clone());
+            keep_largest_liver(&mut fast);
+            keep_largest_liver_bfs(&mut slow);
+            assert_eq!(fast, slow, "seed {seed}");
+            // Also through a view that is not in standard layout.
+            let mut t = l.clone().reversed_axes();
+            keep_largest_liver(&mut t);
+            let mut t_slow = l.reversed_axes().as_standard_layout().into_owned();
+            keep_largest_liver_bfs(&mut t_slow);
+            assert_eq!(t, t_slow, "seed {seed}, transposed");
+        }
     }
 
     #[test]

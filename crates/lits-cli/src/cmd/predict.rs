@@ -93,7 +93,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match predictor.predict_file(f, &args.out, &opts) {
             Ok(p) => {
                 let peak = memory::describe(p.peak_memory);
-                eprintln!("{} -> {} (peak resident memory {peak})", f.display(), p.mask.display());
+                let t = &p.timings;
+                eprintln!(
+                    "{} -> {} (peak resident memory {peak}; {:.2} s: read {:.2} s, preprocess {:.2} s, network {:.2} s, rest {:.2} s)",
+                    f.display(),
+                    p.mask.display(),
+                    t.total(),
+                    t.read,
+                    t.preprocess,
+                    t.network,
+                    t.rest
+                );
             }
             Err(e) => {
                 eprintln!("error: {e}");
