@@ -476,7 +476,8 @@ pub fn keep_largest_liver(labels: &mut Array3<u8>) {
     }
     let (keep, _) = best.expect("at least one run");
     for r in 0..rows {
-        for (n, &(a, b)) in runs.iter().enumerate().take(first[r + 1]).skip(first[r]) {
+        let row = first[r]..first[r + 1];
+        for (n, &(a, b)) in row.clone().zip(&runs[row]) {
             if sets.find(n) != keep {
                 data[r * n2 + a..=r * n2 + b].fill(0);
             }
