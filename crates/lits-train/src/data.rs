@@ -87,6 +87,7 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     }
     let parent = dir.parent().expect("has a parent");
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    remove_abandoned(parent);
     let tmp = parent.join(format!(".{}.{}.tmp", &key[..16], std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     tracing::info!("generating {} synthetic CT phantoms into {}", cfg.data.synth.cases, dir.display());
@@ -99,6 +100,27 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
             Ok(dir)
         }
         Err(e) => Err(Error::io(&dir, e)),
+    }
+}
+
+/// Removes the `.<key>.<pid>.tmp` folders in `parent` that generations killed mid-way left
+/// behind: those whose process is gone. Where that cannot be told (no `/proc`), nothing is
+/// removed.
+fn remove_abandoned(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        let proc = std::path::Path::new("/proc");
+        if pid != std::process::id() && proc.join("self").exists() && !proc.join(pid.to_string()).exists() {
+            tracing::info!("removing {}, left by a generation that was stopped", entry.path().display());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -311,3 +333,29 @@ pub fn plans_dataset(run: &RunDir) -> Result<PathBuf> {
     Ok(plans.dataset)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_leftovers_of_stopped_generations_are_removed() {
+        if !std::path::Path::new("/proc/self").exists() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let mine = d.path().join(format!(".0123456789abcdef.{}.tmp", std::process::id()));
+        // Beyond Linux's largest pid: no such process.
+        let gone = d.path().join(".0123456789abcdef.4294967295.tmp");
+        let cache = d.path().join("0123456789abcdef");
+        let other = d.path().join(".notes.tmp");
+        for p in [&mine, &gone, &cache, &other] {
+            std::fs::create_dir(p).unwrap();
+        }
+        remove_abandoned(d.path());
+        assert!(!gone.exists(), "a dead process's folder stays");
+        for p in [&mine, &cache, &other] {
+            assert!(p.exists(), "{} was removed", p.display());
+        }
+    }
+}
