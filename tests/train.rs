@@ -161,7 +161,12 @@ fn bad_configs_fail_before_any_work() {
     fails_with(&cache, &["--out", "/proc/lits-run"], Some(&base), "/proc/lits-run");
     let missing = tmp.path().join("nope.json");
     fails_with(&cache, &[], Some(&missing), "nope.json");
+    // A flag that makes the config invalid: refused before a run directory is announced.
+    let o6 = tmp.path().join("o6");
+    fails_with(&cache, &["--epochs", "0", "--out", o6.to_str().unwrap()], Some(&base), "epochs");
+    let o = lits(&cache).args(["train", "--epochs", "0", "--config"]).arg(&base).output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("run directory:"), "{}", String::from_utf8_lossy(&o.stderr));
     // Nothing was generated or trained for any of them.
-    assert!(["o1", "o2", "o3", "o4", "o5"].iter().all(|o| !tmp.path().join(o).exists()));
+    assert!(["o1", "o2", "o3", "o4", "o5", "o6"].iter().all(|o| !tmp.path().join(o).exists()));
     assert!(!cache.exists(), "phantoms were generated for a config that cannot train");
 }

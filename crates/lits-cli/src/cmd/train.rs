@@ -86,6 +86,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", cfg.name, utc_stamp())));
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let opts = RunOptions { progress, stop_after: args.stop_after, tracking: tracking(args.tracking_uri, &name) };
+    // A config the flags made invalid is reported before a run directory is announced.
+    cfg.validate()?;
     eprintln!("run directory: {}", out.display());
     let s = train::train(cfg, &out, &opts)?;
     report(&s)
