@@ -170,3 +170,33 @@ fn bad_configs_fail_before_any_work() {
     assert!(["o1", "o2", "o3", "o4", "o5", "o6"].iter().all(|o| !tmp.path().join(o).exists()));
     assert!(!cache.exists(), "phantoms were generated for a config that cannot train");
 }
+
+#[test]
+fn every_bad_case_is_reported_before_training_and_good_cases_are_kept_prepared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let data = tmp.path().join("data");
+    run(lits(&cache).args(["synth", "--cases", "4", "--seed", "7", "--out"]).arg(&data));
+    let seg = |id: u32| {
+        ["nii.gz", "nii"].iter().map(|e| data.join(format!("segmentation-{id}.{e}"))).find(|p| p.exists()).unwrap()
+    };
+    let (garbage, other_grid) = (seg(0), seg(1));
+    std::fs::write(&garbage, b"not a NIfTI file").unwrap();
+    // A label of another case: another shape (phantom sizes vary), not this image's grid.
+    std::fs::copy(seg(2), &other_grid).unwrap();
+    let cfg = tiny_config(tmp.path(), 0, 1);
+    let out = tmp.path().join("run");
+    let o = lits(&cache).args(["train", "--config"]).arg(&cfg).arg("--data").arg(&data).arg("--out").arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("2 bad case(s)"), "{err}");
+    assert!(err.contains(&garbage.display().to_string()) && err.contains(&other_grid.display().to_string()), "{err}");
+    assert!(!out.exists(), "a run that failed before its first step left {}", out.display());
+    // The good cases were prepared once and are kept for the next run.
+    let prepared: Vec<PathBuf> = std::fs::read_dir(cache.join("prepared")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    let mut cases: Vec<String> =
+        std::fs::read_dir(prepared[0].join("cases")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    cases.sort();
+    assert_eq!(cases, ["case-2", "case-3"]);
+}

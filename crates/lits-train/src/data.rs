@@ -1,6 +1,12 @@
 //! The cases a run trains and validates on: the dataset found (or synthetic phantoms made
 //! on first use), the split, and every case preprocessed and normalised in memory.
 //!
+//! Preprocessing goes through a [`lits_data::cache`] kept in the cache folder, one per
+//! dataset folder and preprocessing config: the first run prepares every case of the folder
+//! and stores it; later runs, resumed runs and other folds load the stored arrays and redo
+//! only the cases whose files changed. Several processes may share it: one prepares while
+//! the others wait for it.
+//!
 //! What preprocessing resolved to (the working spacing, the intensity normaliser from the
 //! training cases' foreground) is written to the run's `plans.json`, so `predict` applies
 //! exactly the same steps to new scans.
@@ -11,7 +17,8 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use lits_data::dataset::{self, Case, Split};
+use lits_data::cache::{self, Cache};
+use lits_data::dataset::{self, Split};
 use lits_data::intensity::{CaseStats, IntensityStats, Normaliser};
 use lits_data::preprocess::{self, PreprocessConfig};
 use lits_data::{nifti, synth, Image, Labels};
@@ -72,6 +79,13 @@ pub fn cache_root(cfg: &TrainConfig) -> PathBuf {
         Some(h) => PathBuf::from(h).join(".cache").join("lits"),
         None => std::env::temp_dir().join("lits-cache"),
     }
+}
+
+/// The cache of prepared cases for this dataset folder and preprocessing config.
+fn prepared_dir(cfg: &TrainConfig, dataset: &std::path::Path) -> PathBuf {
+    let folder = std::fs::canonicalize(dataset).unwrap_or_else(|_| dataset.to_path_buf());
+    let key = crate::seed::sha256_json(&(folder, &cfg.preprocess));
+    cache_root(cfg).join("prepared").join(&key[..16])
 }
 
 /// The dataset folder: `data.dir`, or the phantoms of `data.synth`, generated into the
@@ -232,33 +246,6 @@ pub fn resolve_split(cfg: &TrainConfig, ds: &dataset::Dataset) -> Result<Split> 
     Ok(Split { train, val: split.val, test: split.test })
 }
 
-struct Loaded {
-    id: u32,
-    image: Image,
-    labels: Labels,
-    affine: [[f64; 4]; 4],
-}
-
-fn load_case(case: &Case) -> Result<Loaded> {
-    let label_path = case
-        .label
-        .as_ref()
-        .ok_or_else(|| Error::invalid(&case.image, "has no segmentation to train on"))?;
-    let (image, _) = nifti::read_image(&case.image)?;
-    let (labels, _) = nifti::read_labels(label_path)?;
-    if image.shape() != labels.shape() {
-        return Err(Error::invalid(
-            label_path,
-            format!("shape {:?} differs from its image's {:?} ({})", labels.shape(), image.shape(), case.image.display()),
-        ));
-    }
-    if let Some(v) = labels.data.iter().find(|&&v| v > 2) {
-        return Err(Error::invalid(label_path, format!("holds label {v}; expected 0 (background), 1 (liver), 2 (tumor)")));
-    }
-    let affine = image.affine;
-    Ok(Loaded { id: case.id, image, labels, affine })
-}
-
 /// Finds, splits, loads and preprocesses the data of a run and writes `split.json` and
 /// `plans.json` into it. Every bad case is reported, not just the first.
 pub fn prepare(cfg: &TrainConfig, run: &RunDir, _progress: bool) -> Result<TrainData> {
@@ -266,30 +253,30 @@ pub fn prepare(cfg: &TrainConfig, run: &RunDir, _progress: bool) -> Result<Train
     let ds = dataset::discover(&dir)?;
     let split = resolve_split(cfg, &ds)?;
     split.write(&run.split())?;
-    let wanted: Vec<&Case> = ds.cases.iter().filter(|c| split.train.contains(&c.id) || split.val.contains(&c.id)).collect();
-    let loaded: Vec<Result<Loaded>> = wanted.par_iter().map(|c| load_case(c)).collect();
-    let errors: Vec<String> = loaded.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
-    if !errors.is_empty() {
-        return Err(Error::invalid(&dir, format!("{} bad case(s):\n  {}", errors.len(), errors.join("\n  "))));
-    }
-    let loaded: Vec<Loaded> = loaded.into_iter().map(|r| r.expect("checked")).collect();
+    let wanted: Vec<u32> = ds.ids().into_iter().filter(|id| split.train.contains(id) || split.val.contains(id)).collect();
 
-    let median_spacing = if cfg.preprocess.needs_median_spacing() {
-        let spacings: Vec<[f64; 3]> = loaded
-            .iter()
-            .map(|l| preprocess::working_spacing(&cfg.preprocess, l.image.spacing, &l.affine))
-            .collect();
-        preprocess::median_spacing(&spacings)
-    } else {
-        None
-    };
-    let prepared: Vec<(u32, Image, Labels)> = loaded
-        .into_par_iter()
-        .map(|l| {
-            let p = cfg.preprocess.prepare(&l.image, Some(&l.labels), median_spacing)?;
-            Ok((l.id, p.image, p.labels.expect("labels were given")))
+    let cache_dir = prepared_dir(cfg, &dir);
+    std::fs::create_dir_all(&cache_dir).map_err(|e| Error::io(&cache_dir, e))?;
+    // One process prepares at a time; the others then find the cases done.
+    let lock_path = cache_dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    tracing::info!("preparing the cases of {} in {}", dir.display(), cache_dir.display());
+    let report = cache::build(&dir, &cfg.preprocess, &cache_dir, &|_| {})?;
+    if !report.failed.is_empty() {
+        let list: Vec<String> = report.failed.iter().map(|f| f.to_string()).collect();
+        return Err(Error::invalid(&dir, format!("{} bad case(s):\n  {}", list.len(), list.join("\n  "))));
+    }
+    let cache = Cache::open(&cache_dir)?;
+    let median_spacing = cache.fingerprint().median_spacing;
+    let prepared: Vec<(u32, Image, Labels)> = wanted
+        .par_iter()
+        .map(|&id| {
+            let (image, labels, _) = cache.load_raw(id)?;
+            Ok((id, image, labels))
         })
         .collect::<Result<_>>()?;
+    drop(lock);
 
     let intensity = cfg.preprocess.intensity();
     let stats = if intensity.needs_stats() {
