@@ -82,6 +82,12 @@ fn canonical_axes(affine: &[[f64; 4]; 4]) -> ([usize; 3], [bool; 3]) {
     (source_axis, flipped)
 }
 
+/// Per-axis values of a volume stored with `affine` (its shape, its voxel size) in the order
+/// of the RAS axes its reorientation would have.
+pub fn canonical_order<T: Copy>(values: [T; 3], affine: &[[f64; 4]; 4]) -> [T; 3] {
+    canonical_axes(affine).0.map(|s| values[s])
+}
+
 /// The voxels of `v` seen in RAS order without copying them, and the voxel size along the
 /// view's axes: `view[[i, j, k]]` grows towards R, A and S with `i`, `j`, `k`.
 pub fn canonical_view<T>(v: &Volume<T>) -> (ndarray::ArrayView3<'_, T>, [f64; 3]) {

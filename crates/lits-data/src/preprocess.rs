@@ -198,14 +198,8 @@ impl PreprocessConfig {
         match self {
             PreprocessConfig::Mlfcore(c) => Ok([c.cube; 3]),
             PreprocessConfig::Spacing(c) => {
-                let mut working = shape;
-                if c.canonical {
-                    for (a, (w, _)) in orient::io_orientation(affine).into_iter().enumerate() {
-                        working[w] = shape[a];
-                    }
-                }
                 let grid = Grid {
-                    shape: working,
+                    shape: if c.canonical { orient::canonical_order(shape, affine) } else { shape },
                     spacing: working_spacing(self, spacing, affine),
                     affine: *affine,
                 };
@@ -617,14 +611,11 @@ pub fn working_spacing(
     spacing: [f64; 3],
     affine: &[[f64; 4]; 4],
 ) -> [f64; 3] {
-    if !cfg.canonical() {
-        return spacing;
+    if cfg.canonical() {
+        orient::canonical_order(spacing, affine)
+    } else {
+        spacing
     }
-    let mut out = spacing;
-    for (a, (w, _)) in orient::io_orientation(affine).into_iter().enumerate() {
-        out[w] = spacing[a];
-    }
-    out
 }
 
 #[cfg(test)]

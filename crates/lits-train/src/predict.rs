@@ -278,9 +278,8 @@ impl Predictor {
 
     /// Sliding-window softmax of a single-channel volume (the mean over Monte-Carlo
     /// dropout passes when asked), split per class, on the volume's grid. The volume is let
-    /// go as soon as the network has its copy.
-    /// Softmax probabilities per class on the image's grid; the time of the sliding window
-    /// alone goes to `network`.
+    /// go as soon as the network has its copy; the time of the sliding window alone goes to
+    /// `network`.
     fn infer(&self, image: Image, opts: &PredictOptions, network: &mut f64) -> Result<Vec<Image>> {
         let mut sw = self.cfg.validation.sliding_window.clone();
         sw.mirror_tta = opts.tta;
@@ -464,17 +463,16 @@ pub fn keep_largest_liver(labels: &mut Array3<u8>) {
     }
     // Sizes per component; the first run of a component (in C order) is where it is found.
     let mut size = vec![0usize; runs.len()];
-    let mut best = None::<(usize, usize)>;
     for (n, &(a, b)) in runs.iter().enumerate() {
         size[sets.find(n)] += b - a + 1;
     }
-    for n in 0..runs.len() {
+    let mut keep = sets.find(0);
+    for n in 1..runs.len() {
         let root = sets.find(n);
-        if best.is_none_or(|(_, s)| size[root] > s) {
-            best = Some((root, size[root]));
+        if size[root] > size[keep] {
+            keep = root;
         }
     }
-    let (keep, _) = best.expect("at least one run");
     for r in 0..rows {
         let row = first[r]..first[r + 1];
         for (n, &(a, b)) in row.clone().zip(&runs[row]) {
@@ -646,18 +644,8 @@ mod tests {
         // Random masks of several densities (many small components, ties among them) and
         // shapes with rows of one voxel.
         for (seed, shape, density) in [(0u64, (9, 11, 13), 0.2), (1, (9, 11, 13), 0.45), (2, (7, 1, 20), 0.5), (3, (1, 12, 1), 0.6), (4, (16, 16, 16), 0.3), (5, (5, 5, 5), 0.0)] {
-            // xorshift64*: a few random bits per voxel are all this needs.
-            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            let mut next = move || {
-                state ^= state >> 12;
-                state ^= state << 25;
-                state ^= state >> 27;
-                state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-            };
-            let l = Array3::from_shape_fn(shape, |_| {
-                let r = next();
-                if ((r >> 11) as f64 / (1u64 << 53) as f64) < density { 1 + (r & 1) as u8 } else { 0 }
-            });
+            let mut rng = lits_data::rng::SeededRng::new(seed, 0);
+            let l = Array3::from_shape_fn(shape, |_| if rng.chance(density) { 1 + rng.below(2) as u8 } else { 0 });
             let (mut fast, mut slow) = (l.clone(), l.clone());
             keep_largest_liver(&mut fast);
             keep_largest_liver_bfs(&mut slow);

@@ -3,23 +3,17 @@
 //! Nesterov momentum (`scripts/reference/parity.py optim`) give the same weights and
 //! BatchNorm state within 1e-6.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
+#[path = "../../lits-model/tests/common/mod.rs"]
+mod common;
 
 use lits_model::loss::FocalLoss;
 use lits_model::unet::{UNet3d, UNetConfig};
 use lits_model::weights::load_safetensors;
 use lits_train::optim::{Optimizer, OptimizerConfig};
 use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
-const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
-const PARITY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/reference/parity.py");
-
-fn read(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap().into_iter().collect()
-}
+use common::{max_abs, read, reference};
 
 /// The biases of the 3×3×3 convolutions of a ConvBlock, each followed by BatchNorm (the
 /// same rule as `feeds_batchnorm` in parity.py).
@@ -31,11 +25,7 @@ fn feeds_batchnorm(param: &str) -> bool {
 fn three_steps_of_each_optimiser_match_torch_optim() {
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(PYTHON)
-        .args([PARITY, "optim", "--out", dir.path().to_str().unwrap(), "--base", "4", "--shape", "2,1,8,12,8", "--seed", "5"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e} (run scripts/setup.sh)"));
-    assert!(out.status.success(), "parity.py optim failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    reference("optim", dir.path(), &["--base", "4", "--shape", "2,1,8,12,8", "--seed", "5"]);
     let want = read(&dir.path().join("expected.safetensors"));
     let cfg = UNetConfig { base_channels: 4, dropout: 0.0, updown_dropout: 0.0, ..UNetConfig::default() };
     let optimisers = [
@@ -66,7 +56,7 @@ fn three_steps_of_each_optimiser_match_torch_optim() {
         let mut worst = (0.0f64, String::new());
         for (param, t) in vs.variables() {
             let w = &want[&format!("{name}.{param}")];
-            let d = (t.to_kind(Kind::Double) - w.to_kind(Kind::Double)).abs().max().double_value(&[]);
+            let d = max_abs(&t, w);
             if d > worst.0 {
                 worst = (d, param);
             }
