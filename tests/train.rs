@@ -91,7 +91,7 @@ fn killed_runs_resume_to_the_same_weights() {
 fn sigkill_mid_epoch_then_resume_matches() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let cfg = tiny_config(tmp.path(), 5, 3);
+    let cfg = tiny_config(tmp.path(), 5, 4);
     let whole = tmp.path().join("whole");
     train(&cache, &cfg, &whole);
     let cut = tmp.path().join("cut");
@@ -116,6 +116,9 @@ fn sigkill_mid_epoch_then_resume_matches() {
     }
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
+    // The kill landed before the run finished (it has four epochs; one was logged).
+    let logged = std::fs::read_to_string(&log).map_or(0, |t| t.lines().count());
+    assert!(logged < 4, "the run finished before it was killed ({logged} epochs logged)");
     run(lits(&cache).args(["train", "--resume"]).arg(&cut));
     assert_eq!(sha256(&whole.join("last.safetensors")), sha256(&cut.join("last.safetensors")));
     assert_eq!(sha256(&whole.join("metrics.jsonl")), sha256(&cut.join("metrics.jsonl")));

@@ -10,6 +10,12 @@ use crate::error::{Error, Result};
 /// Writes `bytes` to `path` through a synced temporary file in the same directory, renamed
 /// over `path`, then syncs the directory so the rename itself survives a power cut.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_checked(path, bytes, |_| Ok(()))
+}
+
+/// [`write_atomic`], calling `check` with the synced temporary file before the rename: when
+/// it fails, the temporary file is removed and `path` keeps its previous content.
+pub fn write_atomic_checked(path: &Path, bytes: &[u8], check: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().ok_or_else(|| Error::invalid(path, "has no file name"))?;
     let tmp: PathBuf = path.with_file_name(format!(
@@ -23,7 +29,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes)?;
         f.sync_all()
     })();
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    if let Err(e) = check(&tmp) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
@@ -50,6 +64,20 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_check_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.bin");
+        write_atomic(&p, b"one").unwrap();
+        let e = write_atomic_checked(&p, b"two", |tmp| {
+            assert_eq!(fs::read(tmp).unwrap(), b"two");
+            Err(Error::invalid(tmp, "refused"))
+        });
+        assert!(e.is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary file was left");
     }
 
     #[test]

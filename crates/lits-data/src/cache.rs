@@ -32,7 +32,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic::write_atomic;
 use crate::dataset::{self, Case};
 use crate::intensity::{CaseStats, IntensityStats, Normaliser};
 use crate::preprocess::{self, CaseRecord, PreprocessConfig};
@@ -232,7 +231,7 @@ pub fn build(
         None
     };
     let config_hash =
-        sha256_hex(&serde_json::to_vec(&(FORMAT, cfg, median_spacing)).expect("config serialises"));
+        sha256_hex(&crate::json::to_vec(&(FORMAT, cfg, median_spacing)).map_err(|e| Error::Config { field: "preprocess".into(), msg: e })?);
 
     progress(Event::Start {
         cases: ds.cases.len() + problems.len(),
@@ -316,8 +315,7 @@ pub fn build(
         intensity_stats,
         normaliser,
     };
-    let json = serde_json::to_vec_pretty(&fp).expect("fingerprint serialises");
-    write_atomic(&out.join("dataset.json"), &json)?;
+    crate::json::write(&out.join("dataset.json"), &fp)?;
     report.failed = failed;
     Ok(report)
 }
@@ -483,7 +481,7 @@ fn check_pair(image: &Image, labels: &Labels) -> std::result::Result<(), String>
 
 fn read_meta(dir: &Path) -> Option<CaseMeta> {
     let text = fs::read(dir.join("meta.json")).ok()?;
-    serde_json::from_slice::<CaseMeta>(&text)
+    crate::json::from_slice::<CaseMeta>(&text)
         .ok()
         .filter(|m| m.format == FORMAT)
 }
@@ -559,7 +557,7 @@ fn write_case(dir: &Path, image: &Image, labels: &Labels, meta: &CaseMeta) -> Re
             [fg.len(), 1, 1],
             &f32_bytes(fg.iter().copied()),
         )?;
-        let json = serde_json::to_vec_pretty(meta).expect("meta serialises");
+        let json = crate::json::to_vec_pretty(meta).map_err(|e| Error::invalid(tmp.join("meta.json"), e))?;
         write_file(&tmp.join("meta.json"), &json)
     })();
     if let Err(e) = written {
@@ -599,7 +597,7 @@ impl Cache {
     pub fn open(root: &Path) -> Result<Cache> {
         let path = root.join("dataset.json");
         let text = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let fingerprint: Fingerprint = serde_json::from_slice(&text)
+        let fingerprint: Fingerprint = crate::json::from_slice(&text)
             .map_err(|e| Error::invalid(&path, format!("not a lits cache fingerprint: {e}")))?;
         if fingerprint.format != FORMAT {
             return Err(Error::invalid(

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::rng::SeededRng;
 
@@ -368,7 +367,7 @@ impl Split {
 
     /// Reads and validates a split file.
     pub fn read(path: &Path) -> Result<Split> {
-        let split: Split = read_json(path)?;
+        let split: Split = crate::json::read(path)?;
         split.validate().map_err(|m| Error::invalid(path, m))?;
         Ok(split)
     }
@@ -376,13 +375,13 @@ impl Split {
     /// Writes the split as JSON (atomically: a temporary file renamed into place).
     pub fn write(&self, path: &Path) -> Result<()> {
         self.validate().map_err(|m| Error::invalid(path, m))?;
-        write_json(path, self)
+        crate::json::write(path, self)
     }
 }
 
 /// Reads a folds file: a JSON array of splits (as [`Split::k_fold`] makes them).
 pub fn read_folds(path: &Path) -> Result<Vec<Split>> {
-    let folds: Vec<Split> = read_json(path)?;
+    let folds: Vec<Split> = crate::json::read(path)?;
     if folds.is_empty() {
         return Err(Error::invalid(path, "holds no fold"));
     }
@@ -397,20 +396,7 @@ pub fn write_folds(path: &Path, folds: &[Split]) -> Result<()> {
     for (f, split) in folds.iter().enumerate() {
         split.validate().map_err(|m| Error::invalid(path, format!("fold {f}: {m}")))?;
     }
-    write_json(path, &folds)
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("not a valid split file: {e}")))
-}
-
-/// Writes pretty JSON atomically (a reader never sees half a file).
-pub(crate) fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::invalid(path, format!("cannot encode JSON: {e}")))?;
-    text.push('\n');
-    write_atomic(path, text.as_bytes())
+    crate::json::write(path, &folds)
 }
 
 #[cfg(test)]

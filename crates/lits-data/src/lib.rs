@@ -10,6 +10,7 @@ pub mod crop;
 pub mod dataset;
 pub mod error;
 pub mod intensity;
+pub mod json;
 pub mod nifti;
 pub mod orient;
 pub mod patch;

@@ -22,7 +22,6 @@ use ndarray::{Array3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::write_json;
 use crate::error::{Error, Result};
 use crate::nifti::{write_image, write_labels, Geometry, ImageDtype};
 use crate::rng::SeededRng;
@@ -322,7 +321,7 @@ pub fn write_dataset(dir: &Path, cfg: &SynthConfig) -> Result<Vec<PathBuf>> {
         cases,
     };
     let path = dir.join(MANIFEST);
-    write_json(&path, &manifest)?;
+    crate::json::write(&path, &manifest)?;
     paths.push(path);
     Ok(paths)
 }

@@ -4,12 +4,16 @@
 //!
 //! Written atomically (temporary file, fsync, rename, directory fsync): a run killed at
 //! any moment leaves either the previous checkpoint or the new one, never a torn file.
+//! Before the rename the temporary file is read back and decoded, and its state and tensors
+//! compared with what was meant to be written: a checkpoint that `--resume` could not read
+//! is an error when it is written, and the previous one stays in place.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{de::DeserializeOwned, Serialize};
+use safetensors::SafeTensors;
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -70,30 +74,78 @@ pub fn to_bytes<S: Serialize>(tensors: &[(String, Tensor)], state: &S) -> Result
                 .map_err(|e| Error::Checkpoint(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let json = serde_json::to_string(state).map_err(|e| Error::Checkpoint(e.to_string()))?;
+    let json = lits_data::json::to_vec(state)
+        .map_err(|e| Error::Checkpoint(format!("the training state cannot be stored: {e}")))?;
+    let json = String::from_utf8(json).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let meta = HashMap::from([(STATE_KEY.to_owned(), json)]);
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::Checkpoint(e.to_string()))
 }
 
-/// Writes a checkpoint atomically.
-pub fn save<S: Serialize>(path: &Path, tensors: &[(String, Tensor)], state: &S) -> Result<()> {
+/// Writes a checkpoint atomically, after reading it back and comparing (module docs).
+pub fn save<S: Serialize + DeserializeOwned>(path: &Path, tensors: &[(String, Tensor)], state: &S) -> Result<()> {
     let bytes = to_bytes(tensors, state)?;
-    lits_data::atomic::write_atomic(path, &bytes)?;
+    lits_data::atomic::write_atomic_checked(path, &bytes, |tmp| {
+        let written = std::fs::read(tmp).map_err(|e| lits_data::Error::io(tmp, e))?;
+        verify(path, &written, &bytes, tensors, state).map_err(|e| lits_data::Error::invalid(path, format!("{e:#}")))
+    })?;
     Ok(())
 }
 
-/// Reads a checkpoint written by [`save`].
+/// Checks that `written` (a checkpoint's file, read back) holds `bytes` and decodes to
+/// `state` and `tensors`.
+fn verify<S: Serialize + DeserializeOwned>(
+    path: &Path,
+    written: &[u8],
+    bytes: &[u8],
+    tensors: &[(String, Tensor)],
+    state: &S,
+) -> Result<()> {
+    let failed = |msg: String| Error::Checkpoint(format!("written but not read back as written ({msg}); the previous checkpoint is kept"));
+    if written != bytes {
+        return Err(failed(format!("{} of {} bytes on disk", written.len(), bytes.len())));
+    }
+    let back: Checkpoint<S> = decode(path, written).map_err(|e| failed(e.to_string()))?;
+    let want = lits_data::json::to_vec(state).map_err(failed)?;
+    let got = lits_data::json::to_vec(&back.state).map_err(failed)?;
+    if want != got {
+        return Err(failed(format!(
+            "state reads back as {} instead of {}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        )));
+    }
+    if back.tensors.len() != tensors.len() {
+        return Err(failed(format!("{} tensors instead of {}", back.tensors.len(), tensors.len())));
+    }
+    for (name, t) in tensors {
+        let same = back
+            .tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, b)| b.kind() == t.kind() && b.size() == t.size() && tensor_bytes(b) == tensor_bytes(t));
+        if !same {
+            return Err(failed(format!("tensor {name} differs")));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint written by [`save`]; a state that does not fit names its field.
 pub fn load<S: DeserializeOwned>(path: &Path) -> Result<Checkpoint<S>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode(path, &bytes)
+}
+
+fn decode<S: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Checkpoint<S>> {
     let bad = |msg: String| Error::invalid(path, format!("not a lits checkpoint: {msg}"));
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(STATE_KEY))
         .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata")))?;
-    let state = serde_json::from_str(json).map_err(|e| bad(format!("state: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let state = lits_data::json::from_slice(json.as_bytes()).map_err(|e| bad(format!("state field {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut tensors = st
         .tensors()
         .into_iter()
@@ -141,5 +193,40 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         let e = load::<St>(&p).unwrap_err().to_string();
         assert!(e.contains("c.ckpt") && e.contains("not a lits checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn a_state_that_does_not_read_back_is_refused_when_written_and_the_earlier_checkpoint_kept() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Lopsided {
+            #[serde(rename(serialize = "written", deserialize = "read"))]
+            x: u32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        let w = || vec![("w".to_owned(), Tensor::ones([4], (Kind::Float, tch::Device::Cpu)))];
+        save(&p, &w(), &St { epoch: 1, note: "earlier".into() }).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        let e = save(&p, &w(), &Lopsided { x: 2 }).unwrap_err().to_string();
+        assert!(e.contains("c.ckpt") && e.contains("read") && e.contains("previous checkpoint is kept"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary file was left");
+    }
+
+    #[test]
+    fn an_unreadable_state_names_its_field() {
+        // The failure of every poly-schedule run before `Schedule::best` became an Option:
+        // a `null` where a number is expected.
+        #[derive(Debug, serde::Serialize)]
+        struct Written {
+            epoch: Option<u32>,
+            note: String,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        let bytes = to_bytes(&[("w".into(), Tensor::ones([1], (Kind::Float, tch::Device::Cpu)))], &Written { epoch: None, note: String::new() }).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        let e = load::<St>(&p).unwrap_err().to_string();
+        assert!(e.contains("c.ckpt") && e.contains("state field epoch: invalid type: null"), "{e}");
     }
 }

@@ -297,7 +297,7 @@ pub fn prepare(cfg: &TrainConfig, run: &RunDir, _progress: bool) -> Result<Train
         normaliser,
         intensity_stats: stats,
     };
-    run.write_json(&run.plans(), &plans)?;
+    lits_data::json::write(&run.plans(), &plans)?;
 
     let mut train = Vec::new();
     let mut val = Vec::new();
@@ -316,7 +316,7 @@ pub fn prepare(cfg: &TrainConfig, run: &RunDir, _progress: bool) -> Result<Train
 
 /// The dataset folder a run trained on (for tools that only have the run directory).
 pub fn plans_dataset(run: &RunDir) -> Result<PathBuf> {
-    let plans: Plans = run.read_json(&run.plans())?;
+    let plans: Plans = lits_data::json::read(&run.plans())?;
     Ok(plans.dataset)
 }
 

@@ -29,9 +29,22 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
-    /// A checkpoint that does not fit the run.
+    /// A checkpoint that does not fit the run, or cannot be stored.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The training loss stopped being a number.
+    #[error("training diverged: loss is {loss} at epoch {epoch} step {step}; lower the learning rate")]
+    Diverged {
+        /// Epoch, from 1.
+        epoch: u32,
+        /// Step of the epoch, from 0.
+        step: u64,
+        /// The loss.
+        loss: f64,
+    },
+    /// The patch loader ended before the epoch's last step.
+    #[error("the patch loader stopped after {0} of the epoch's steps")]
+    Loader(u64),
     /// From the data layer.
     #[error(transparent)]
     Data(#[from] lits_data::Error),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod env;
 pub mod evaluate;
+pub mod failpoint;
 pub mod memory;
 pub mod error;
 pub mod optim;

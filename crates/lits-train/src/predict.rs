@@ -141,7 +141,7 @@ impl Predictor {
         if !weights.is_file() {
             return Err(Error::invalid(run_dir, "holds neither best.safetensors nor last.safetensors: not a finished run"));
         }
-        let plans: Plans = run.read_json(&run.plans())?;
+        let plans: Plans = lits_data::json::read(&run.plans())?;
         Self::load(&weights, &run.config(), Some(plans))
     }
 

@@ -5,7 +5,6 @@
 //! learning rates, Dice); wall-clock figures go to `timing.jsonl`, so two runs with the
 //! same seed leave byte-identical metric logs.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -65,20 +64,6 @@ impl RunDir {
     pub fn plots(&self) -> PathBuf {
         self.root.join("plots")
     }
-
-    /// Writes `value` as pretty JSON, atomically.
-    pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
-        let mut text = serde_json::to_vec_pretty(value).map_err(|e| Error::invalid(path, e.to_string()))?;
-        text.push(b'\n');
-        lits_data::atomic::write_atomic(path, &text)?;
-        Ok(())
-    }
-
-    /// Reads JSON written by [`RunDir::write_json`].
-    pub fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<T> {
-        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&text).map_err(|e| Error::invalid(path, e.to_string()))
-    }
 }
 
 /// Validation scores of one epoch.
@@ -125,28 +110,6 @@ pub struct TimingRecord {
     pub loader_wait_seconds: f64,
     /// Unix time in milliseconds at the end of the epoch.
     pub timestamp_ms: i64,
-}
-
-/// Appends one JSON line to `path` and syncs it.
-pub fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut line = serde_json::to_vec(value).map_err(|e| Error::invalid(path, e.to_string()))?;
-    line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(&line).and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))
-}
-
-/// Reads every line of a JSON-lines file (missing file: none).
-pub fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::invalid(path, format!("line {}: {e}", i + 1))))
-        .collect()
 }
 
 /// Keeps only the records of epochs up to `epoch` (a resumed run drops what the killed

@@ -99,14 +99,16 @@ pub struct Schedule {
     epochs: u32,
     /// Current learning rate.
     pub lr: f64,
-    best: f64,
+    /// Lowest training loss so far (plateau); `None` before the first epoch ends, where
+    /// PyTorch starts from infinity (which JSON, and so a checkpoint, cannot hold).
+    best: Option<f64>,
     bad_epochs: u32,
 }
 
 impl Schedule {
     /// A schedule starting at `base_lr` for a run of `epochs` epochs.
     pub fn new(cfg: ScheduleConfig, base_lr: f64, epochs: u32) -> Self {
-        Schedule { cfg, base_lr, epochs, lr: base_lr, best: f64::INFINITY, bad_epochs: 0 }
+        Schedule { cfg, base_lr, epochs, lr: base_lr, best: None, bad_epochs: 0 }
     }
 
     /// The learning rate for epoch `epoch` (0-based), before it starts.
@@ -125,8 +127,8 @@ impl Schedule {
             ScheduleConfig::Constant => {}
             ScheduleConfig::Poly { .. } => self.lr = self.lr_for_epoch(epoch + 1),
             ScheduleConfig::Plateau { factor, patience, threshold, min_lr } => {
-                if train_loss < self.best * (1.0 - threshold) {
-                    self.best = train_loss;
+                if self.best.is_none_or(|best| train_loss < best * (1.0 - threshold)) {
+                    self.best = Some(train_loss);
                     self.bad_epochs = 0;
                 } else {
                     self.bad_epochs += 1;
@@ -141,6 +143,14 @@ impl Schedule {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Schedule {
+    /// A schedule in any state, for property tests of what stores it.
+    pub(crate) fn with_state(cfg: ScheduleConfig, base_lr: f64, epochs: u32, lr: f64, best: Option<f64>, bad_epochs: u32) -> Self {
+        Schedule { cfg, base_lr, epochs, lr, best, bad_epochs }
     }
 }
 
@@ -171,6 +181,20 @@ mod tests {
             s.end_epoch(e, 1.0);
         }
         assert_eq!(s.lr, 1e-3);
+    }
+
+    #[test]
+    fn a_fresh_schedule_of_every_kind_reads_back_from_json() {
+        // A poly schedule never records a best loss; it stayed at infinity, which JSON
+        // wrote as `null` and could not read back into the checkpoint it was part of.
+        for cfg in [ScheduleConfig::Constant, ScheduleConfig::default(), ScheduleConfig::Poly { power: 0.9 }] {
+            let mut s = Schedule::new(cfg, 0.01, 10);
+            for e in 0..3 {
+                let back: Schedule = lits_data::json::from_slice(&lits_data::json::to_vec(&s).unwrap()).unwrap();
+                assert_eq!(back, s);
+                s.end_epoch(e, 1.0 - f64::from(e) * 0.1);
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::checkpoint;
 use crate::config::{BestBy, TrainConfig};
 use crate::data::{self, TrainData};
 use crate::error::{Error, Result};
+use crate::failpoint::{self, Point};
 use crate::optim::Optimizer;
 use crate::progress::Progress;
 use crate::runlog::{self, EpochRecord, RunDir, TimingRecord, Validation};
@@ -120,7 +121,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     if !run.config().is_file() {
         return Err(Error::invalid(run_dir, "is not a lits run directory (no config.json)"));
     }
-    let cfg: TrainConfig = run.read_json(&run.config())?;
+    let cfg: TrainConfig = lits_data::json::read(&run.config())?;
     cfg.validate()?;
     configure_backend(&cfg)?;
     let config_sha256 = seed::sha256_json(&cfg);
@@ -143,8 +144,8 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
 fn start_run(cfg: &TrainConfig, run: &RunDir, opts: &RunOptions) -> Result<TrainData> {
     configure_backend(cfg)?;
     let data = data::prepare(cfg, run, opts.progress)?;
-    run.write_json(&run.config(), cfg)?;
-    run.write_json(&run.env(), &crate::env::EnvReport::collect())?;
+    lits_data::json::write(&run.config(), cfg)?;
+    lits_data::json::write(&run.env(), &crate::env::EnvReport::collect())?;
     Ok(data)
 }
 
@@ -207,7 +208,7 @@ fn run_loop(
     let batch = cfg.patches.batch_size as i64;
     let [pd, ph, pw] = cfg.patches.patch.map(|p| p as i64);
     let mut progress = Progress::new(opts.progress, cfg.epochs, steps);
-    let mut records = runlog::read_lines::<EpochRecord>(&run.metrics())?;
+    let mut records = lits_data::json::read_lines::<EpochRecord>(&run.metrics())?;
     let mut last_validation = records.iter().rev().find_map(|r| r.val.clone());
     let mut ran_here = 0u32;
 
@@ -226,7 +227,7 @@ fn run_loop(
         let mut loader = Prefetcher::new(sampler.clone(), u64::from(epoch), steps, workers, 2 * workers);
         for step in 0..steps {
             let t0 = Instant::now();
-            let b = loader.next().ok_or_else(|| Error::Checkpoint("the patch loader stopped early".into()))?;
+            let b = loader.next().ok_or(Error::Loader(step))?;
             waited += t0.elapsed().as_secs_f64();
             let x = Tensor::from_slice(&b.image).view([batch, 1, pd, ph, pw]).to_device(device);
             let y = Tensor::from_slice(&b.label).view([batch, pd, ph, pw]).to_kind(Kind::Int64).to_device(device);
@@ -237,14 +238,12 @@ fn run_loop(
             optimizer.step(lr);
             let l = loss.double_value(&[]);
             if !l.is_finite() {
-                return Err(Error::Checkpoint(format!(
-                    "training diverged: loss is {l} at epoch {} step {step}; lower the learning rate",
-                    epoch + 1
-                )));
+                return Err(Error::Diverged { epoch: epoch + 1, step, loss: l });
             }
             loss_sum += l;
             state.global_step += 1;
             progress.step(step + 1, l, started.elapsed().as_secs_f64(), (step + 1) * batch as u64);
+            failpoint::check(Point::Step(epoch + 1, step + 1));
         }
         drop(loader);
         let train_seconds = started.elapsed().as_secs_f64();
@@ -260,6 +259,9 @@ fn run_loop(
             None
         };
         let val_seconds = if val.is_some() { val_started.elapsed().as_secs_f64() } else { 0.0 };
+        if val.is_some() {
+            failpoint::check(Point::AfterValidation(state.epochs_done));
+        }
 
         let score = match cfg.best_by {
             BestBy::TrainLoss => Some(-train_loss),
@@ -280,7 +282,7 @@ fn run_loop(
         }
 
         let record = EpochRecord { epoch: state.epochs_done, step: state.global_step, lr, train_loss, val: val.clone() };
-        runlog::append_line(&run.metrics(), &record)?;
+        lits_data::json::append_line(&run.metrics(), &record)?;
         let timing = TimingRecord {
             epoch: state.epochs_done,
             train_seconds,
@@ -289,9 +291,10 @@ fn run_loop(
             loader_wait_seconds: waited,
             timestamp_ms: now_ms(),
         };
-        runlog::append_line(&run.timing(), &timing)?;
+        lits_data::json::append_line(&run.timing(), &timing)?;
         lits_model::weights::save_safetensors(&vs, &run.last_weights())?;
         save_checkpoint(&vs, &optimizer, &state, &run.last_checkpoint())?;
+        failpoint::check(Point::EpochEnd(state.epochs_done));
         records.push(record.clone());
         runlog::plot(&run, &records)?;
         if let Some(t) = &tracker {
@@ -331,16 +334,15 @@ fn save_checkpoint(vs: &nn::VarStore, opt: &Optimizer, state: &TrainState, path:
     checkpoint::save(path, &tensors, state)
 }
 
-/// Crash-consistency tests set `LITS_FAILPOINT=checkpoint-write:EPOCH`: the process then
-/// dies in the middle of writing that epoch's checkpoint (half of its temporary file
-/// written), exactly as a kill during the write would leave things.
+/// `LITS_FAILPOINT=checkpoint-write:EPOCH` (see [`failpoint`]): the process dies in the
+/// middle of writing that epoch's checkpoint (half of its temporary file written), as a
+/// kill during the write would leave things.
 fn failpoint_checkpoint_write(path: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Result<()> {
-    let Ok(fp) = std::env::var("LITS_FAILPOINT") else { return Ok(()) };
-    if fp.strip_prefix("checkpoint-write:").and_then(|e| e.parse::<u32>().ok()) == Some(state.epochs_done) {
+    if failpoint::armed(Point::CheckpointWrite(state.epochs_done)) {
         let bytes = checkpoint::to_bytes(tensors, state)?;
         let tmp = path.with_file_name(".last.ckpt.failpoint.tmp");
         std::fs::write(&tmp, &bytes[..bytes.len() / 2]).map_err(|e| Error::io(&tmp, e))?;
-        std::process::abort();
+        failpoint::kill();
     }
     Ok(())
 }
@@ -393,11 +395,11 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
     let mut cases = Vec::new();
     for case in &data.val {
         let [d, h, w] = case.image.shape().map(|s| s as i64);
-        let data_slice = case.image.data.as_slice().ok_or_else(|| Error::Checkpoint("non-contiguous image".into()))?;
+        let data_slice = case.image.data.as_slice().ok_or_else(|| Error::invalid(&case.id, "prepared image is not contiguous"))?;
         let x = Tensor::from_slice(data_slice).view([1, d, h, w]).to_device(device);
         let probs = tch::no_grad(|| inference::predict(net, &x, &cfg.validation.sliding_window))?;
         let pred = probs.argmax(0, false).to_device(Device::Cpu);
-        let lab = Tensor::from_slice(case.labels.data.as_slice().ok_or_else(|| Error::Checkpoint("non-contiguous labels".into()))?)
+        let lab = Tensor::from_slice(case.labels.data.as_slice().ok_or_else(|| Error::invalid(&case.id, "prepared labels are not contiguous"))?)
             .view([d, h, w])
             .to_kind(Kind::Int64);
         let liver = dice(&pred.ge(1), &lab.ge(1));
@@ -408,4 +410,86 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
     let liver_dice = cases.iter().map(|c| c.1).sum::<f64>() / n;
     let tumor_dice = cases.iter().map(|c| c.2).sum::<f64>() / n;
     Ok(Validation { liver_dice, tumor_dice, mean_dice: (liver_dice + tumor_dice) / 2.0, cases })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::ScheduleConfig;
+    use proptest::collection::vec;
+    use proptest::num::f64::ANY;
+    use proptest::option;
+    use proptest::prelude::*;
+
+    fn state_json(s: &TrainState) -> Vec<u8> {
+        lits_data::json::to_vec(s).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Any training state (NaN and infinities included wherever a float is) either
+        /// round-trips through a checkpoint exactly, tensors bit for bit, or is refused
+        /// when written, naming the field, with the checkpoint already there kept.
+        #[test]
+        fn any_training_state_round_trips_through_a_checkpoint_or_is_refused_naming_its_field(
+            (epochs_done, global_step, stale, seed) in (any::<u32>(), any::<u64>(), any::<u32>(), any::<u64>()),
+            (lr, base_lr, param) in (ANY, ANY, ANY),
+            schedule_best in option::of(ANY),
+            best in option::of((ANY, any::<u32>())),
+            (kind, bad_epochs, stopped) in (0u8..3, any::<u32>(), any::<bool>()),
+            sha in "[0-9a-f]{64}",
+            weights in vec(any::<u32>(), 0..40),
+        ) {
+            let cfg = match kind {
+                0 => ScheduleConfig::Constant,
+                1 => ScheduleConfig::Plateau { factor: param, patience: bad_epochs, threshold: param, min_lr: param },
+                _ => ScheduleConfig::Poly { power: param },
+            };
+            let state = TrainState {
+                version: 1,
+                epochs_done,
+                global_step,
+                schedule: Schedule::with_state(cfg, base_lr, epochs_done, lr, schedule_best, bad_epochs),
+                best,
+                stale_validations: stale,
+                seed,
+                config_sha256: sha,
+                stopped_early: stopped,
+            };
+            let w: Vec<f32> = weights.iter().map(|b| f32::from_bits(*b)).collect();
+            let tensors = vec![
+                ("model.w".to_owned(), Tensor::from_slice(&w)),
+                ("optim.__steps__".to_owned(), Tensor::from_slice(&[global_step as i64])),
+            ];
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("last.ckpt");
+            let earlier = TrainState::fresh(&TrainConfig::default(), "0".repeat(64));
+            checkpoint::save(&path, &[("model.w".to_owned(), Tensor::from_slice(&[1.0f32]))], &earlier).unwrap();
+
+            let mut floats = vec![lr, base_lr, schedule_best.unwrap_or(0.0), best.map_or(0.0, |b| b.0)];
+            if kind > 0 {
+                floats.push(param);
+            }
+            match checkpoint::save(&path, &tensors, &state) {
+                Ok(()) => {
+                    prop_assert!(floats.iter().all(|f| f.is_finite()));
+                    let back: checkpoint::Checkpoint<TrainState> = checkpoint::load(&path).unwrap();
+                    prop_assert_eq!(state_json(&back.state), state_json(&state));
+                    prop_assert_eq!(&back.state, &state);
+                    prop_assert_eq!(back.tensors.len(), 2);
+                    prop_assert_eq!(checkpoint::tensor_bytes(&back.tensors[0].1), checkpoint::tensor_bytes(&tensors[0].1));
+                    prop_assert_eq!(back.tensors[1].1.int64_value(&[0]), global_step as i64);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    prop_assert!(floats.iter().any(|f| !f.is_finite()), "refused a finite state: {}", e);
+                    prop_assert!(e.contains("field `") && (e.contains("NaN") || e.contains("inf")), "{}", e);
+                    let kept: checkpoint::Checkpoint<TrainState> = checkpoint::load(&path).unwrap();
+                    prop_assert_eq!(kept.state, earlier);
+                    prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+                }
+            }
+        }
+    }
 }

@@ -186,18 +186,17 @@ pub fn read_state(run_dir: &Path) -> Result<Option<SyncState>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
-    serde_json::from_str(&text)
+    lits_data::json::from_slice(text.as_bytes())
         .map(Some)
-        .map_err(|e| Error::Journal { path, line: e.line(), message: e.to_string() })
+        .map_err(|message| Error::Journal { path, line: 1, message })
 }
 
-/// Writes the state through a temporary file and a rename, so a crash leaves the old or the
-/// new state, never half of one.
+/// Writes the state atomically, so a crash leaves the old or the new state, never half of one.
 pub(crate) fn write_state(paths: &Paths, state: &SyncState) -> Result<()> {
-    let tmp = paths.dir.join(format!("{STATE_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(state).expect("state serialises");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &paths.state).map_err(|e| Error::io(&paths.state, e))
+    lits_data::json::write(&paths.state, state).map_err(|e| match e {
+        lits_data::Error::Io { path, source } => Error::io(path, source),
+        e => Error::Journal { path: paths.state.clone(), line: 1, message: e.to_string() },
+    })
 }
 
 /// Appends records to the outbox.
@@ -221,7 +220,10 @@ impl Outbox {
     /// Appends one record as one `write` of a whole line, so a reader never sees half a
     /// record followed by another.
     pub fn append(&mut self, record: &Record) -> Result<()> {
-        let mut line = serde_json::to_vec(record).expect("records serialise");
+        // Metric values that JSON cannot hold are written as MLflow's "NaN"/"Infinity" strings
+        // (`Num`); anything else non-finite is refused here, not when the outbox is read.
+        let mut line = lits_data::json::to_vec(record)
+            .map_err(|message| Error::Journal { path: self.path.clone(), line: 0, message })?;
         line.push(b'\n');
         self.file.write_all(&line).map_err(|e| Error::io(&self.path, e))
     }
