@@ -23,6 +23,8 @@ enum Command {
     Evaluate(cmd::evaluate::Args),
     /// Show a NIfTI file's shape, datatype, spacing, affine, orientation, scaling and values.
     Inspect(cmd::inspect::Args),
+    /// Survey a dataset for a training config and print the run's plan, without training.
+    Plan(cmd::plan::Args),
     /// Segment CT scans with a trained run (masks with the input's shape and geometry).
     Predict(cmd::predict::Args),
     /// Preprocess a dataset folder into a cache of fast-to-load cases (redoes only what changed).
@@ -36,12 +38,15 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LITS_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colour codes only on a terminal, never into a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
     let result = match cli.command {
         Command::Train(args) => cmd::train::run(args),
         Command::Env(args) => cmd::env::run(args),
         Command::Evaluate(args) => cmd::evaluate::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Plan(args) => cmd::plan::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Preprocess(args) => cmd::preprocess::run(args),
         Command::Synth(args) => cmd::synth::run(args),

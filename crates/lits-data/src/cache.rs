@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use ndarray::Array3;
@@ -32,7 +33,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{self, Case};
+use crate::dataset;
 use crate::intensity::{CaseStats, IntensityStats, Normaliser};
 use crate::preprocess::{self, CaseRecord, PreprocessConfig};
 use crate::resample::Grid;
@@ -169,6 +170,101 @@ pub struct Report {
     pub failed: Vec<Failure>,
 }
 
+/// An image/label pair of a dataset folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    /// The case number.
+    pub id: u32,
+    /// The scan.
+    pub image: PathBuf,
+    /// Its labels.
+    pub label: PathBuf,
+}
+
+/// A pair and the header of its scan, as [`survey`] found them.
+#[derive(Debug, Clone)]
+pub struct SurveyedCase {
+    /// The files.
+    pub pair: Pair,
+    /// The scan's header.
+    pub header: nifti::Header,
+}
+
+/// A dataset folder as preprocessing sees it, from file names and headers alone (no voxel
+/// is read): the usable pairs with their scans' headers, the median working spacing, and
+/// every file that makes no case.
+#[derive(Debug, Clone)]
+pub struct Survey {
+    /// The folder.
+    pub root: PathBuf,
+    /// Usable pairs, by id.
+    pub cases: Vec<SurveyedCase>,
+    /// Files that make no case: a label without its image, an image without its label, two
+    /// files for one id, an unreadable header.
+    pub failed: Vec<Failure>,
+    /// The median working spacing of `cases`, where `cfg` asks for it.
+    pub median_spacing: Option<[f64; 3]>,
+}
+
+impl Survey {
+    /// The usable pairs.
+    pub fn pairs(&self) -> Vec<Pair> {
+        self.cases.iter().map(|c| c.pair.clone()).collect()
+    }
+}
+
+static SURVEYS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times this process surveyed a dataset folder (each [`survey`] call).
+pub fn surveys() -> usize {
+    SURVEYS.load(Ordering::Relaxed)
+}
+
+/// Surveys the dataset in `data` for `cfg`: every file name, every pair, every scan's header,
+/// the median spacing. The one place lits lists a dataset folder for training or
+/// preprocessing; an `Err` means no dataset at all.
+pub fn survey(data: &Path, cfg: &PreprocessConfig) -> Result<Survey> {
+    cfg.validate()?;
+    SURVEYS.fetch_add(1, Ordering::Relaxed);
+    let dataset::Survey { dataset: ds, problems } = dataset::survey(data)?;
+    let mut failed: Vec<Failure> =
+        problems.iter().map(|p| Failure { id: Some(p.id), path: p.path.clone(), problem: p.message.clone() }).collect();
+    let mut pairs = Vec::new();
+    for case in &ds.cases {
+        match &case.label {
+            Some(label) => pairs.push(Pair { id: case.id, image: case.image.clone(), label: label.clone() }),
+            None => failed.push(Failure {
+                id: Some(case.id),
+                path: case.image.clone(),
+                problem: "has no segmentation (unpaired image)".into(),
+            }),
+        }
+    }
+    let headers: Vec<std::result::Result<nifti::Header, Failure>> = pairs
+        .par_iter()
+        .map(|p| nifti::read_header(&p.image).map_err(|e| failure(p.id, &p.image, e)))
+        .collect();
+    let mut cases = Vec::new();
+    for (h, pair) in headers.into_iter().zip(pairs) {
+        match h {
+            Ok(header) => cases.push(SurveyedCase { pair, header }),
+            Err(f) => failed.push(f),
+        }
+    }
+    failed.sort_by_key(|f| (f.id, f.path.clone()));
+    let median_spacing = if cfg.needs_median_spacing() {
+        let spacings: Vec<[f64; 3]> = cases
+            .iter()
+            .map(|c| preprocess::working_spacing(cfg, c.header.geometry.spacing(), &c.header.geometry.affine))
+            .collect();
+        preprocess::median_spacing(&spacings)
+    } else {
+        None
+    };
+    tracing::debug!("dataset survey: {} ({} cases, {} failed)", data.display(), cases.len(), failed.len());
+    Ok(Survey { root: data.to_path_buf(), cases, failed, median_spacing })
+}
+
 /// Preprocesses every case of the dataset in `data` with `cfg` into the cache folder `out`,
 /// redoing only what changed. Bad cases are reported in [`Report::failed`] while the good
 /// ones are cached; an `Err` means nothing could be done (no dataset, an unwritable cache).
@@ -178,63 +274,32 @@ pub fn build(
     out: &Path,
     progress: &(dyn Fn(Event) + Sync),
 ) -> Result<Report> {
+    let s = survey(data, cfg)?;
+    Ok(build_pairs(&s.root, &s.pairs(), s.failed, s.median_spacing, cfg, out, progress)?.0)
+}
+
+/// [`build`] for pairs already surveyed (by [`survey`], or recorded in a run's plan):
+/// `failed` are the survey's failures, reported with those of preparation. Returns the
+/// cache, opened.
+pub fn build_pairs(
+    data: &Path,
+    pairs: &[Pair],
+    mut failed: Vec<Failure>,
+    median_spacing: Option<[f64; 3]>,
+    cfg: &PreprocessConfig,
+    out: &Path,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<(Report, Cache)> {
     cfg.validate()?;
-    let dataset::Survey { dataset: ds, problems } = dataset::survey(data)?;
     let cases_dir = out.join("cases");
     fs::create_dir_all(&cases_dir).map_err(|e| Error::io(&cases_dir, e))?;
     remove_leftovers(&cases_dir)?;
-
-    // Files that make no case (a label without its image, two files for one id) fail as
-    // cases of their own; the rest go on.
-    let mut failed: Vec<Failure> =
-        problems.iter().map(|p| Failure { id: Some(p.id), path: p.path.clone(), problem: p.message.clone() }).collect();
-    let mut todo: Vec<(&Case, PathBuf)> = Vec::new();
-    for case in &ds.cases {
-        match &case.label {
-            Some(label) => todo.push((case, label.clone())),
-            None => failed.push(Failure {
-                id: Some(case.id),
-                path: case.image.clone(),
-                problem: "has no segmentation (unpaired image)".into(),
-            }),
-        }
-    }
-
-    // The median spacing needs every header first; a case whose header is bad fails here.
-    let median_spacing = if cfg.needs_median_spacing() {
-        let headers: Vec<std::result::Result<[f64; 3], Failure>> = todo
-            .par_iter()
-            .map(|(case, _)| {
-                let h = nifti::read_header(&case.image)
-                    .map_err(|e| failure(case.id, &case.image, e))?;
-                Ok(preprocess::working_spacing(
-                    cfg,
-                    h.geometry.spacing(),
-                    &h.geometry.affine,
-                ))
-            })
-            .collect();
-        let mut spacings = Vec::new();
-        let mut kept = Vec::new();
-        for (h, c) in headers.into_iter().zip(todo) {
-            match h {
-                Ok(s) => {
-                    spacings.push(s);
-                    kept.push(c);
-                }
-                Err(f) => failed.push(f),
-            }
-        }
-        todo = kept;
-        preprocess::median_spacing(&spacings)
-    } else {
-        None
-    };
+    let todo = pairs;
     let config_hash =
         sha256_hex(&crate::json::to_vec(&(FORMAT, cfg, median_spacing)).map_err(|e| Error::Config { field: "preprocess".into(), msg: e })?);
 
     progress(Event::Start {
-        cases: ds.cases.len() + problems.len(),
+        cases: pairs.len() + failed.len(),
     });
     for f in &failed {
         if let Some(id) = f.id {
@@ -247,11 +312,11 @@ pub fn build(
     let results: Vec<std::result::Result<(CaseEntry, Outcome), Failure>> = todo
         .par_iter()
         .with_max_len(1)
-        .map(|(case, label)| {
-            let r = cache_case(case, label, cfg, &config_hash, median_spacing, &cases_dir);
+        .map(|pair| {
+            let r = cache_case(pair, cfg, &config_hash, median_spacing, &cases_dir);
             let outcome = r.as_ref().map_or(Outcome::Failed, |(_, o)| *o);
             progress(Event::Case {
-                id: case.id,
+                id: pair.id,
                 outcome,
             });
             r
@@ -317,7 +382,7 @@ pub fn build(
     };
     crate::json::write(&out.join("dataset.json"), &fp)?;
     report.failed = failed;
-    Ok(report)
+    Ok((report, Cache { root: out.to_path_buf(), fingerprint: fp }))
 }
 
 /// Merged statistics of the cached cases, with their foreground samples read back.
@@ -371,8 +436,7 @@ fn remove_leftovers(cases_dir: &Path) -> Result<()> {
 
 /// Caches one case, or finds it cached with the same key.
 fn cache_case(
-    case: &Case,
-    label: &Path,
+    case: &Pair,
     cfg: &PreprocessConfig,
     config_hash: &str,
     median_spacing: Option<[f64; 3]>,
@@ -382,6 +446,7 @@ fn cache_case(
     let previous = read_meta(&dir);
     let image_src = source_file(&case.image, previous.as_ref().map(|m| &m.entry.image))
         .map_err(|e| failure(case.id, &case.image, e))?;
+    let label = &case.label;
     let label_src = source_file(label, previous.as_ref().map(|m| &m.entry.label))
         .map_err(|e| failure(case.id, label, e))?;
     let key = sha256_hex(
@@ -617,6 +682,14 @@ impl Cache {
     /// What the cache holds.
     pub fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint
+    }
+
+    /// Foreground intensity statistics merged over the cached cases `ids` (the training
+    /// cases of a run), from the per-case statistics and samples stored with them; `None`
+    /// when they hold no foreground.
+    pub fn intensity_stats(&self, ids: &[u32]) -> Result<Option<IntensityStats>> {
+        let entries: Vec<CaseEntry> = ids.iter().map(|&id| self.entry(id).cloned()).collect::<Result<_>>()?;
+        Ok(Some(load_samples(&self.root.join("cases"), &entries)?).filter(|s| s.count > 0))
     }
 
     /// The cached case ids, in order.

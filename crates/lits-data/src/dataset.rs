@@ -367,7 +367,7 @@ impl Split {
 
     /// Reads and validates a split file.
     pub fn read(path: &Path) -> Result<Split> {
-        let split: Split = crate::json::read(path)?;
+        let split: Split = read_split_file(path)?;
         split.validate().map_err(|m| Error::invalid(path, m))?;
         Ok(split)
     }
@@ -381,7 +381,7 @@ impl Split {
 
 /// Reads a folds file: a JSON array of splits (as [`Split::k_fold`] makes them).
 pub fn read_folds(path: &Path) -> Result<Vec<Split>> {
-    let folds: Vec<Split> = crate::json::read(path)?;
+    let folds: Vec<Split> = read_split_file(path)?;
     if folds.is_empty() {
         return Err(Error::invalid(path, "holds no fold"));
     }
@@ -397,6 +397,13 @@ pub fn write_folds(path: &Path, folds: &[Split]) -> Result<()> {
         split.validate().map_err(|m| Error::invalid(path, format!("fold {f}: {m}")))?;
     }
     crate::json::write(path, &folds)
+}
+
+fn read_split_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    crate::json::read(path).map_err(|e| match e {
+        Error::Invalid { path, msg } => Error::Invalid { path, msg: format!("not a valid split file: {msg}") },
+        e => e,
+    })
 }
 
 #[cfg(test)]

@@ -185,14 +185,35 @@ impl TrainConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut cfg: TrainConfig =
             serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("bad training config: {e}")))?;
+        // Paths in a config file are relative to the file.
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(d) = &cfg.data.dir {
             cfg.data.dir = Some(base.join(d));
         }
+        if let Some(d) = &cfg.data.cache_dir {
+            cfg.data.cache_dir = Some(base.join(d));
+        }
         if let SplitConfig::File { path: p } = &cfg.data.split {
             cfg.data.split = SplitConfig::File { path: base.join(p) };
         }
+        cfg.absolutize_paths()?;
         Ok(cfg)
+    }
+
+    /// Makes every path of the config absolute (against the working directory), so that the
+    /// run's recorded `config.json` means the same from any directory.
+    pub fn absolutize_paths(&mut self) -> Result<()> {
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::io(p, e));
+        if let Some(d) = &self.data.dir {
+            self.data.dir = Some(abs(d)?);
+        }
+        if let Some(d) = &self.data.cache_dir {
+            self.data.cache_dir = Some(abs(d)?);
+        }
+        if let SplitConfig::File { path } = &self.data.split {
+            self.data.split = SplitConfig::File { path: abs(path)? };
+        }
+        Ok(())
     }
 
     /// The libtorch device named by [`TrainConfig::device`].

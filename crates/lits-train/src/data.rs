@@ -11,46 +11,30 @@
 //! training cases' foreground) is written to the run's `plans.json`, so `predict` applies
 //! exactly the same steps to new scans.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use lits_data::cache::{self, Cache};
-use lits_data::dataset::{self, Split};
-use lits_data::intensity::{CaseStats, IntensityStats, Normaliser};
-use lits_data::preprocess::{self, PreprocessConfig};
-use lits_data::{nifti, synth, Image, Labels};
+use lits_data::cache;
+use lits_data::dataset::Split;
+use lits_data::preprocess::PreprocessConfig;
+use lits_data::{synth, Image, Labels};
 
 use crate::config::{SplitConfig, TrainConfig};
 use crate::error::{Error, Result};
+use crate::plan::Plan;
 use crate::runlog::RunDir;
 
 /// A held-out case, preprocessed.
 #[derive(Debug)]
 pub struct ValCase {
     /// Case id as in the file names.
-    pub id: String,
+    pub id: u32,
     /// Normalised image.
     pub image: Image,
     /// Labels on the same grid.
     pub labels: Labels,
-}
-
-/// What preprocessing resolved to for this run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Plans {
-    /// The dataset folder.
-    pub dataset: PathBuf,
-    /// The preprocessing configuration.
-    pub preprocess: PreprocessConfig,
-    /// The dataset's median working spacing (used when the config names none).
-    pub median_spacing: Option<[f64; 3]>,
-    /// The intensity normalisation, resolved from the training cases.
-    pub normaliser: Normaliser,
-    /// Foreground intensity statistics of the training cases (when collected).
-    pub intensity_stats: Option<IntensityStats>,
 }
 
 /// Training and validation data of a run.
@@ -60,8 +44,8 @@ pub struct TrainData {
     pub train: Vec<Arc<(Image, Labels)>>,
     /// Held-out cases.
     pub val: Vec<ValCase>,
-    /// How they were made.
-    pub plans: Plans,
+    /// How they were made (the run's `plans.json`).
+    pub plan: Plan,
 }
 
 /// Where generated phantoms and caches go (see [`crate::config::DataConfig::cache_dir`]).
@@ -82,7 +66,7 @@ pub fn cache_root(cfg: &TrainConfig) -> PathBuf {
 }
 
 /// The cache of prepared cases for this dataset folder and preprocessing config.
-fn prepared_dir(cfg: &TrainConfig, dataset: &std::path::Path) -> PathBuf {
+pub(crate) fn prepared_dir(cfg: &TrainConfig, dataset: &Path) -> PathBuf {
     let folder = std::fs::canonicalize(dataset).unwrap_or_else(|_| dataset.to_path_buf());
     let key = crate::seed::sha256_json(&(folder, &cfg.preprocess));
     cache_root(cfg).join("prepared").join(&key[..16])
@@ -92,10 +76,10 @@ fn prepared_dir(cfg: &TrainConfig, dataset: &std::path::Path) -> PathBuf {
 /// cache on first use (written aside and renamed, so a killed generation is never used).
 pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     if let Some(d) = &cfg.data.dir {
-        return Ok(d.clone());
+        return absolute(d);
     }
     let key = crate::seed::sha256_json(&(&cfg.data.synth, synth::GENERATOR_VERSION));
-    let dir = cache_root(cfg).join("synth").join(&key[..16]);
+    let dir = absolute(&cache_root(cfg).join("synth").join(&key[..16]))?;
     if dir.join("synth.json").is_file() {
         return Ok(dir);
     }
@@ -138,71 +122,54 @@ fn remove_abandoned(parent: &std::path::Path) {
     }
 }
 
-/// The largest extent, in voxels per axis, a case can have after preprocessing, worked out
-/// from headers (or, for phantoms not yet generated, from their config) without reading a
-/// voxel. Cropping is ignored, so this is an upper bound.
-pub fn prepared_extent_bound(cfg: &TrainConfig) -> Result<[usize; 3]> {
-    let spacing_mode = match &cfg.preprocess {
-        PreprocessConfig::Mlfcore(m) => return Ok([m.cube; 3]),
-        PreprocessConfig::Spacing(s) => s,
-    };
-    let Some(dir) = &cfg.data.dir else {
-        // Phantoms: in-plane axes 0 and 1, slices along 2 once reoriented to RAS; some are
-        // stored with permuted axes, so without reorientation any axis may be any of them.
-        let sy = &cfg.data.synth;
-        let extent_mm = [
-            sy.in_plane_voxels[1] as f64 * sy.in_plane_spacing_mm[1],
-            sy.in_plane_voxels[1] as f64 * sy.in_plane_spacing_mm[1],
-            sy.slices[1] as f64 * sy.slice_spacing_mm[1],
-        ];
-        // The median spacing lies within the drawn range, so its smallest value bounds it.
-        let target = spacing_mode.target_spacing.unwrap_or([
-            sy.in_plane_spacing_mm[0],
-            sy.in_plane_spacing_mm[0],
-            sy.slice_spacing_mm[0],
-        ]);
-        let mut out = [0, 1, 2].map(|a| (extent_mm[a] / target[a]).ceil() as usize + 1);
-        if !spacing_mode.canonical {
-            let m = *out.iter().max().expect("three axes");
-            out = [m; 3];
-        }
-        return Ok(out);
-    };
-    let ds = dataset::discover(dir)?;
-    let headers: Vec<nifti::Header> = ds.cases.par_iter().map(|c| nifti::read_header(&c.image)).collect::<lits_data::Result<_>>()?;
-    if headers.is_empty() {
-        return Ok([usize::MAX; 3]); // discovery reports the empty folder when the run starts
-    }
-    let median_spacing = if cfg.preprocess.needs_median_spacing() {
-        let spacings: Vec<[f64; 3]> = headers
-            .iter()
-            .map(|h| preprocess::working_spacing(&cfg.preprocess, h.geometry.spacing(), &h.geometry.affine))
-            .collect();
-        preprocess::median_spacing(&spacings)
-    } else {
-        None
-    };
-    let mut out = [0usize; 3];
-    for h in &headers {
-        let shape = cfg.preprocess.uncropped_shape(h.shape, h.geometry.spacing(), &h.geometry.affine, median_spacing)?;
-        for a in 0..3 {
-            out[a] = out[a].max(shape[a]);
-        }
-    }
-    Ok(out)
+/// `path` made absolute (against the working directory), without resolving links.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::io(path, e))
 }
 
-/// Refuses a training patch larger than every preprocessed case along some axis: nothing
-/// but padding would fill that part of every patch. (A patch larger than only some cases is
-/// fine: those are padded, as nnU-Net does.)
-pub fn check_patch_fits(cfg: &TrainConfig) -> Result<()> {
-    let bound = prepared_extent_bound(cfg)?;
+/// Refuses a training patch larger than every phantom of `data.synth` once preprocessed,
+/// worked out from their config before they are generated. Cropping is ignored, so the
+/// bound is generous.
+pub fn check_patch_fits_phantoms(cfg: &TrainConfig) -> Result<()> {
+    let bound = match &cfg.preprocess {
+        PreprocessConfig::Mlfcore(m) => [m.cube; 3],
+        PreprocessConfig::Spacing(spacing_mode) => {
+            // In-plane axes 0 and 1, slices along 2 once reoriented to RAS; some phantoms are
+            // stored with permuted axes, so without reorientation any axis may be any of them.
+            let sy = &cfg.data.synth;
+            let extent_mm = [
+                sy.in_plane_voxels[1] as f64 * sy.in_plane_spacing_mm[1],
+                sy.in_plane_voxels[1] as f64 * sy.in_plane_spacing_mm[1],
+                sy.slices[1] as f64 * sy.slice_spacing_mm[1],
+            ];
+            // The median spacing lies within the drawn range, so its smallest value bounds it.
+            let target = spacing_mode.target_spacing.unwrap_or([
+                sy.in_plane_spacing_mm[0],
+                sy.in_plane_spacing_mm[0],
+                sy.slice_spacing_mm[0],
+            ]);
+            let mut out = [0, 1, 2].map(|a| (extent_mm[a] / target[a]).ceil() as usize + 1);
+            if !spacing_mode.canonical {
+                let m = out.into_iter().max().unwrap_or(0);
+                out = [m; 3];
+            }
+            out
+        }
+    };
+    patch_fits(cfg, "the synthetic phantoms", bound)
+}
+
+/// Refuses a training patch larger than every case of `dir` along some axis (`bound`: the
+/// largest prepared extent per axis, from the plan): nothing but padding would fill that
+/// part of every patch. (A patch larger than only some cases is fine: those are padded, as
+/// nnU-Net does.)
+pub fn check_patch_fits(cfg: &TrainConfig, dir: &Path, bound: [usize; 3]) -> Result<()> {
+    patch_fits(cfg, &format!("the cases in {}", dir.display()), bound)
+}
+
+fn patch_fits(cfg: &TrainConfig, source: &str, bound: [usize; 3]) -> Result<()> {
     let patch = cfg.patches.patch;
     if (0..3).any(|a| patch[a] > bound[a]) {
-        let source = match &cfg.data.dir {
-            Some(d) => format!("the cases in {}", d.display()),
-            None => "the synthetic phantoms".to_string(),
-        };
         return Err(Error::config(
             "patches.patch",
             format!("{patch:?} is larger than every volume: {source} are at most {bound:?} voxels once preprocessed"),
@@ -211,9 +178,9 @@ pub fn check_patch_fits(cfg: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// The train/validation split the config asks for.
-pub fn resolve_split(cfg: &TrainConfig, ds: &dataset::Dataset) -> Result<Split> {
-    let ids = ds.ids();
+/// The train/validation split the config asks for, over the case ids of the dataset in
+/// `root`.
+pub fn resolve_split(cfg: &TrainConfig, root: &Path, ids: &[u32]) -> Result<Split> {
     let split = match &cfg.data.split {
         SplitConfig::Original => {
             let orig = Split::lits_original();
@@ -226,49 +193,54 @@ pub fn resolve_split(cfg: &TrainConfig, ds: &dataset::Dataset) -> Result<Split> 
         },
         SplitConfig::Fraction { val_fraction } => {
             let n_val = ((ids.len() as f64 * val_fraction).round() as usize).clamp(1, ids.len().saturating_sub(1).max(1));
-            let folds = Split::k_fold(&ids, ids.len().max(2), cfg.seed)?;
+            let folds = Split::k_fold(ids, ids.len().max(2), cfg.seed)?;
             // Each fold of an n-fold split holds out one id; take the first n_val of them.
             let mut val: Vec<u32> = folds.iter().flat_map(|f| f.val.iter().copied()).take(n_val).collect();
             val.sort_unstable();
             Split { train: ids.iter().copied().filter(|i| !val.contains(i)).collect(), val, test: Vec::new() }
         }
-        SplitConfig::KFold { folds, fold } => Split::k_fold(&ids, *folds, cfg.seed)?.swap_remove(*fold),
+        SplitConfig::KFold { folds, fold } => Split::k_fold(ids, *folds, cfg.seed)?.swap_remove(*fold),
         SplitConfig::File { path } => Split::read(path)?,
     };
     let train: Vec<u32> = split.train.iter().copied().filter(|i| ids.contains(i)).collect();
     let missing: Vec<u32> = split.val.iter().copied().filter(|i| !ids.contains(i)).collect();
     if !missing.is_empty() {
-        return Err(Error::invalid(&ds.root, format!("has no case for the held-out ids {missing:?}")));
+        return Err(Error::invalid(root, format!("has no case for the held-out ids {missing:?}")));
     }
     if train.is_empty() {
-        return Err(Error::invalid(&ds.root, "leaves no case to train on after the split"));
+        return Err(Error::invalid(root, "leaves no case to train on after the split"));
     }
     Ok(Split { train, val: split.val, test: split.test })
 }
 
-/// Finds, splits, loads and preprocesses the data of a run and writes `split.json` and
-/// `plans.json` into it. Every bad case is reported, not just the first.
-pub fn prepare(cfg: &TrainConfig, run: &RunDir, _progress: bool) -> Result<TrainData> {
-    let dir = dataset_dir(cfg)?;
-    let ds = dataset::discover(&dir)?;
-    let split = resolve_split(cfg, &ds)?;
-    split.write(&run.split())?;
-    let wanted: Vec<u32> = ds.ids().into_iter().filter(|id| split.train.contains(id) || split.val.contains(id)).collect();
-
-    let cache_dir = prepared_dir(cfg, &dir);
+/// Prepares the cases `plan` names (through the prepared-case cache, redoing only what
+/// changed), resolves the normaliser from the training cases where the plan has none, and
+/// writes `split.json` and the resolved plan as `plans.json` into the run. Every bad case
+/// is reported, not just the first. Reads no folder listing and no header beyond the
+/// plan's.
+pub fn prepare(cfg: &TrainConfig, mut plan: Plan, run: &RunDir) -> Result<TrainData> {
+    let split = plan.split.clone().ok_or_else(|| Error::invalid(run.plans(), "holds no split"))?;
+    let cache_dir = plan.cache.clone().ok_or_else(|| Error::invalid(run.plans(), "names no prepared-case folder"))?;
     std::fs::create_dir_all(&cache_dir).map_err(|e| Error::io(&cache_dir, e))?;
     // One process prepares at a time; the others then find the cases done.
     let lock_path = cache_dir.join(".lock");
     let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-    tracing::info!("preparing the cases of {} in {}", dir.display(), cache_dir.display());
-    let report = cache::build(&dir, &cfg.preprocess, &cache_dir, &|_| {})?;
+    tracing::info!("preparing the cases of {} in {}", plan.dataset.display(), cache_dir.display());
+    let (report, cache) = cache::build_pairs(
+        &plan.dataset,
+        &plan.pairs(),
+        plan.failed.clone(),
+        plan.median_spacing,
+        &cfg.preprocess,
+        &cache_dir,
+        &|_| {},
+    )?;
     if !report.failed.is_empty() {
         let list: Vec<String> = report.failed.iter().map(|f| f.to_string()).collect();
-        return Err(Error::invalid(&dir, format!("{} bad case(s):\n  {}", list.len(), list.join("\n  "))));
+        return Err(Error::invalid(&plan.dataset, format!("{} bad case(s):\n  {}", list.len(), list.join("\n  "))));
     }
-    let cache = Cache::open(&cache_dir)?;
-    let median_spacing = cache.fingerprint().median_spacing;
+    let wanted: Vec<u32> = plan.cases.iter().map(|c| c.id).filter(|id| split.train.contains(id) || split.val.contains(id)).collect();
     let prepared: Vec<(u32, Image, Labels)> = wanted
         .par_iter()
         .map(|&id| {
@@ -276,48 +248,29 @@ pub fn prepare(cfg: &TrainConfig, run: &RunDir, _progress: bool) -> Result<Train
             Ok((id, image, labels))
         })
         .collect::<Result<_>>()?;
+    if plan.normaliser.is_none() {
+        let stats = cache.intensity_stats(&split.train)?;
+        plan.normaliser = Some(cfg.preprocess.intensity().resolve(stats.as_ref())?);
+        plan.intensity_stats = stats;
+    }
     drop(lock);
-
-    let intensity = cfg.preprocess.intensity();
-    let stats = if intensity.needs_stats() {
-        let per_case: Vec<CaseStats> = prepared
-            .iter()
-            .filter(|(id, _, _)| split.train.contains(id))
-            .map(|(_, img, lab)| CaseStats::collect(img, lab))
-            .collect();
-        Some(IntensityStats::merge(&per_case))
-    } else {
-        None
-    };
-    let normaliser = intensity.resolve(stats.as_ref())?;
-    let plans = Plans {
-        dataset: dir.clone(),
-        preprocess: cfg.preprocess.clone(),
-        median_spacing,
-        normaliser,
-        intensity_stats: stats,
-    };
-    lits_data::json::write(&run.plans(), &plans)?;
+    let normaliser = plan.normaliser.ok_or_else(|| Error::invalid(run.plans(), "holds no normaliser"))?;
+    split.write(&run.split())?;
+    lits_data::json::write(&run.plans(), &plan)?;
 
     let mut train = Vec::new();
     let mut val = Vec::new();
     for (id, mut image, labels) in prepared {
         normaliser.apply_image(&mut image);
         if split.val.contains(&id) {
-            val.push(ValCase { id: id.to_string(), image, labels });
+            val.push(ValCase { id, image, labels });
         } else {
             train.push(Arc::new((image, labels)));
         }
     }
     let shapes: Vec<[usize; 3]> = train.iter().map(|c| c.0.shape()).collect();
     cfg.patches.validate(&shapes)?;
-    Ok(TrainData { train, val, plans })
-}
-
-/// The dataset folder a run trained on (for tools that only have the run directory).
-pub fn plans_dataset(run: &RunDir) -> Result<PathBuf> {
-    let plans: Plans = lits_data::json::read(&run.plans())?;
-    Ok(plans.dataset)
+    Ok(TrainData { train, val, plan })
 }
 
 

@@ -1,14 +1,14 @@
 //! Scoring a run on the cases it did not train on: its held-out cases (`val`, then `test`,
-//! of `split.json`) are found in the dataset folder recorded in `plans.json`, segmented with
+//! of `split.json`) are taken from the cases recorded in `plans.json`, segmented with
 //! the run's model exactly as `lits predict` does, and scored against their reference
 //! segmentations with the LiTS metrics ([`lits_model::evaluate`]).
 
 use std::path::Path;
 
 use lits_data::dataset::{self, Split};
+use lits_data::dataset::Case;
 use lits_model::evaluate::{score_case, CaseReport, Report};
 
-use crate::data::plans_dataset;
 use crate::error::{Error, Result};
 use crate::predict::{PredictOptions, Prediction, Predictor};
 use crate::runlog::RunDir;
@@ -30,9 +30,22 @@ pub fn evaluate_run(
     if held_out.is_empty() {
         return Err(Error::invalid(run.split(), "holds no held-out case (`val` and `test` are empty)"));
     }
-    let dataset_dir = plans_dataset(&run)?;
-    let ds = dataset::discover_images(&dataset_dir)?;
-    let cases = ds.select(&held_out)?;
+    let plan = crate::plan::read(&run.plans())?;
+    let dataset_dir = plan.dataset.clone();
+    // A record of before plans held their cases: the dataset folder is listed instead.
+    let cases: Vec<Case> = if plan.is_complete() {
+        held_out
+            .iter()
+            .map(|&id| {
+                plan.case(id)
+                    .map(|c| Case { id, image: c.image.clone(), label: Some(c.label.clone()) })
+                    .ok_or_else(|| Error::invalid(run.plans(), format!("holds no case {id} of split.json")))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let ds = dataset::discover_images(&dataset_dir)?;
+        ds.select(&held_out)?.into_iter().cloned().collect()
+    };
     let predictor = Predictor::from_run(run_dir)?;
     predictor.check_options(opts)?;
     let failed = |id, reference: &Path, error: String| CaseReport {

@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod memory;
 pub mod error;
 pub mod optim;
+pub mod plan;
 pub mod predict;
 pub mod progress;
 pub mod runlog;

@@ -36,7 +36,7 @@ use lits_model::inference;
 use lits_model::UNet3d;
 
 use crate::config::TrainConfig;
-use crate::data::Plans;
+use crate::plan::Plan;
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::runlog::RunDir;
@@ -122,7 +122,7 @@ pub struct Predictor {
     _vs: nn::VarStore,
     net: UNet3d,
     cfg: TrainConfig,
-    plans: Option<Plans>,
+    plans: Option<Plan>,
     device: Device,
 }
 
@@ -141,7 +141,7 @@ impl Predictor {
         if !weights.is_file() {
             return Err(Error::invalid(run_dir, "holds neither best.safetensors nor last.safetensors: not a finished run"));
         }
-        let plans: Plans = lits_data::json::read(&run.plans())?;
+        let plans = crate::plan::read(&run.plans())?;
         Self::load(&weights, &run.config(), Some(plans))
     }
 
@@ -151,15 +151,14 @@ impl Predictor {
     pub fn from_files(weights: &Path, config: &Path) -> Result<Self> {
         let plans_path = config.parent().unwrap_or(Path::new(".")).join("plans.json");
         let plans = if plans_path.is_file() {
-            let text = std::fs::read(&plans_path).map_err(|e| Error::io(&plans_path, e))?;
-            Some(serde_json::from_slice(&text).map_err(|e| Error::invalid(&plans_path, e.to_string()))?)
+            Some(crate::plan::read(&plans_path)?)
         } else {
             None
         };
         Self::load(weights, config, plans)
     }
 
-    fn load(weights: &Path, config: &Path, plans: Option<Plans>) -> Result<Self> {
+    fn load(weights: &Path, config: &Path, plans: Option<Plan>) -> Result<Self> {
         let cfg = TrainConfig::from_file(config)?;
         let device = cfg.torch_device()?;
         let mut vs = nn::VarStore::new(device);
@@ -267,8 +266,8 @@ impl Predictor {
     /// The scan prepared and normalised as in training, with the way back to its grid.
     fn prepare(&self, image: &Image) -> Result<(Image, CaseRecord)> {
         let (preprocess, median) = self.preprocessing();
-        let normaliser = match &self.plans {
-            Some(p) => p.normaliser,
+        let normaliser = match self.plans.as_ref().and_then(|p| p.normaliser) {
+            Some(n) => n,
             None => self.cfg.preprocess.intensity().resolve(None)?,
         };
         let mut prepared = preprocess.prepare(image, None, median)?;

@@ -76,7 +76,7 @@ pub struct Validation {
     /// Mean of the two.
     pub mean_dice: f64,
     /// Per case: `(id, liver Dice, tumor Dice)`.
-    pub cases: Vec<(String, f64, f64)>,
+    pub cases: Vec<(u32, f64, f64)>,
 }
 
 /// One line of `metrics.jsonl`.

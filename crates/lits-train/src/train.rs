@@ -25,6 +25,7 @@ use crate::data::{self, TrainData};
 use crate::error::{Error, Result};
 use crate::failpoint::{self, Point};
 use crate::optim::Optimizer;
+use crate::plan;
 use crate::progress::Progress;
 use crate::runlog::{self, EpochRecord, RunDir, TimingRecord, Validation};
 use crate::schedule::Schedule;
@@ -97,13 +98,13 @@ pub struct Summary {
 }
 
 /// Starts a new run in `run_dir`, which must not exist or be empty.
-pub fn train(cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+pub fn train(mut cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    cfg.absolutize_paths()?;
     cfg.validate()?;
-    data::check_patch_fits(&cfg)?;
     prepare_run_dir(run_dir)?;
     let run = RunDir::new(run_dir);
     // A run that fails before its first step leaves nothing behind.
-    let data = match start_run(&cfg, &run, opts) {
+    let data = match plan::plan(&cfg).and_then(|plan| start_run(&cfg, plan, &run)) {
         Ok(d) => d,
         Err(e) => {
             let _ = std::fs::remove_dir_all(run_dir);
@@ -137,13 +138,19 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     };
     runlog::truncate_after::<EpochRecord>(&run.metrics(), state.epochs_done, |r| r.epoch)?;
     runlog::truncate_after::<TimingRecord>(&run.timing(), state.epochs_done, |r| r.epoch)?;
-    let data = data::prepare(&cfg, &run, opts.progress)?;
+    // The run's own plan; a run killed before it was recorded is planned again.
+    let plan = match run.plans().is_file() {
+        true => plan::read(&run.plans())?,
+        false => plan::plan(&cfg)?,
+    };
+    let plan = if plan.is_complete() { plan } else { plan::plan(&cfg)? };
+    let data = data::prepare(&cfg, plan, &run)?;
     run_loop(cfg, run, data, state, tensors, opts)
 }
 
-fn start_run(cfg: &TrainConfig, run: &RunDir, opts: &RunOptions) -> Result<TrainData> {
+fn start_run(cfg: &TrainConfig, plan: plan::Plan, run: &RunDir) -> Result<TrainData> {
     configure_backend(cfg)?;
-    let data = data::prepare(cfg, run, opts.progress)?;
+    let data = data::prepare(cfg, plan, run)?;
     lits_data::json::write(&run.config(), cfg)?;
     lits_data::json::write(&run.env(), &crate::env::EnvReport::collect())?;
     Ok(data)
@@ -395,16 +402,16 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
     let mut cases = Vec::new();
     for case in &data.val {
         let [d, h, w] = case.image.shape().map(|s| s as i64);
-        let data_slice = case.image.data.as_slice().ok_or_else(|| Error::invalid(&case.id, "prepared image is not contiguous"))?;
+        let data_slice = case.image.data.as_slice().ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared image is not contiguous", case.id)))?;
         let x = Tensor::from_slice(data_slice).view([1, d, h, w]).to_device(device);
         let probs = tch::no_grad(|| inference::predict(net, &x, &cfg.validation.sliding_window))?;
         let pred = probs.argmax(0, false).to_device(Device::Cpu);
-        let lab = Tensor::from_slice(case.labels.data.as_slice().ok_or_else(|| Error::invalid(&case.id, "prepared labels are not contiguous"))?)
+        let lab = Tensor::from_slice(case.labels.data.as_slice().ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared labels are not contiguous", case.id)))?)
             .view([d, h, w])
             .to_kind(Kind::Int64);
         let liver = dice(&pred.ge(1), &lab.ge(1));
         let tumor = dice(&pred.eq(2), &lab.eq(2));
-        cases.push((case.id.clone(), liver, tumor));
+        cases.push((case.id, liver, tumor));
     }
     let n = cases.len().max(1) as f64;
     let liver_dice = cases.iter().map(|c| c.1).sum::<f64>() / n;

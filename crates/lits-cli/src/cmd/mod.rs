@@ -3,6 +3,7 @@
 pub mod env;
 pub mod evaluate;
 pub mod inspect;
+pub mod plan;
 pub mod predict;
 pub mod preprocess;
 pub mod synth;

@@ -61,10 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let s = train::resume(dir, &opts).with_context(|| format!("cannot resume {}", dir.display()))?;
         return report(&s);
     }
-    let mut cfg = match &args.config {
-        Some(p) => TrainConfig::from_file(p)?,
-        None => serde_json::from_str(QUICKSTART).context("the built-in quick-start config")?,
-    };
+    let mut cfg = load_config(args.config.as_deref())?;
     if let Some(v) = args.epochs {
         cfg.epochs = v;
     }
@@ -91,6 +88,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!("run directory: {}", out.display());
     let s = train::train(cfg, &out, &opts)?;
     report(&s)
+}
+
+/// The training config of `--config`, or the built-in quick start.
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<TrainConfig> {
+    Ok(match path {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => serde_json::from_str(QUICKSTART).context("the built-in quick-start config")?,
+    })
 }
 
 fn tracking(flag: Option<String>, run_name: &str) -> Option<TrackingConfig> {
