@@ -109,7 +109,7 @@ fn scores_lits_names_like_medpy_and_reports_bad_cases() {
     let e = error(22);
     assert!(e.contains("ref/segmentation-22.nii.gz: no prediction for case 22"), "{e}");
     let e = error(23);
-    assert!(e.contains("segmentation-23.nii.gz: holds label 3"), "{e}");
+    assert!(e.contains("segmentation-23.nii.gz: holds label values outside 0..2") && e.contains(": 3 (1 voxel)"), "{e}");
     let unmatched = report["unmatched_predictions"].as_array().unwrap();
     assert_eq!(unmatched.len(), 1);
     assert!(unmatched[0].as_str().unwrap().ends_with("segmentation-99.nii.gz"));

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dataset;
+use crate::digest::{hex, sha256_hex};
 use crate::intensity::{CaseStats, IntensityStats, Normaliser};
 use crate::preprocess::{self, CaseRecord, PreprocessConfig};
 use crate::resample::Grid;
@@ -507,41 +508,10 @@ fn cache_case(
 
 /// Why an image and its labels cannot be a training case, if they cannot.
 fn check_pair(image: &Image, labels: &Labels) -> std::result::Result<(), String> {
-    if image.shape() != labels.shape() {
-        return Err(format!(
-            "shape {:?} differs from its image's {:?}",
-            labels.shape(),
-            image.shape()
-        ));
+    if let Some(m) = crate::volume::grid_mismatch(image, labels, "its image's") {
+        return Err(m);
     }
-    let mut worst = 0.0f64;
-    for r in 0..3 {
-        for c in 0..4 {
-            let (a, b) = (image.affine[r][c], labels.affine[r][c]);
-            worst = worst.max((a - b).abs() / a.abs().max(1.0));
-        }
-    }
-    // Headers store the affine as float32: allow its rounding, not a different grid.
-    if worst > 1e-4 {
-        return Err(format!(
-            "affine differs from its image's (relative difference {worst:.2e}): they are not on the same voxel grid"
-        ));
-    }
-    let mut counts = [0usize; 256];
-    for &v in labels.data.iter() {
-        counts[v as usize] += 1;
-    }
-    let bad: Vec<String> = (3..256)
-        .filter(|&v| counts[v] > 0)
-        .map(|v| format!("{v} ({} voxels)", counts[v]))
-        .collect();
-    if !bad.is_empty() {
-        return Err(format!(
-            "holds label values outside 0..2 (0 background, 1 liver, 2 tumor): {}",
-            bad.join(", ")
-        ));
-    }
-    Ok(())
+    crate::volume::bad_label_values(labels).map_or(Ok(()), Err)
 }
 
 fn read_meta(dir: &Path) -> Option<CaseMeta> {
@@ -584,14 +554,6 @@ fn source_file(path: &Path, previous: Option<&SourceFile>) -> Result<SourceFile>
         modified_ns,
         sha256: hex(&hasher.finalize()),
     })
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes a case into a hidden folder beside `dir`, then swaps it into place.
@@ -906,7 +868,7 @@ mod tests {
         bad.data[[1, 0, 0]] = 255;
         let e = check_pair(&img, &bad).unwrap_err();
         assert!(
-            e.contains("3 (1 voxels)") && e.contains("255 (1 voxels)"),
+            e.contains("3 (1 voxel)") && e.contains("255 (1 voxel)"),
             "{e}"
         );
     }

@@ -20,6 +20,16 @@ pub struct BBox {
 }
 
 impl BBox {
+    /// The smallest box holding both.
+    pub fn union(&self, other: &BBox) -> BBox {
+        let mut u = *self;
+        for a in 0..3 {
+            u.lo[a] = u.lo[a].min(other.lo[a]);
+            u.hi[a] = u.hi[a].max(other.hi[a]);
+        }
+        u
+    }
+
     /// The whole of a volume of shape `shape`.
     pub fn full(shape: [usize; 3]) -> Self {
         BBox {

@@ -12,6 +12,7 @@
 //! the distance to the nearest surface voxel of the other, and the metrics summarise the
 //! union of both directed sets.
 
+use crate::crop::BBox;
 use ndarray::{Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 
@@ -66,48 +67,22 @@ pub fn surface(mask: &ArrayView3<bool>) -> Array3<bool> {
     out
 }
 
-/// An axis-aligned box of voxels, `lo` inclusive, `hi` exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BoundingBox {
-    /// First index along each axis.
-    pub lo: [usize; 3],
-    /// One past the last index along each axis.
-    pub hi: [usize; 3],
-}
-
-impl BoundingBox {
-    /// The smallest box holding both.
-    pub fn union(&self, other: &BoundingBox) -> BoundingBox {
-        let mut u = *self;
-        for a in 0..3 {
-            u.lo[a] = u.lo[a].min(other.lo[a]);
-            u.hi[a] = u.hi[a].max(other.hi[a]);
-        }
-        u
-    }
-
-    /// Size along each axis.
-    pub fn dim(&self) -> [usize; 3] {
-        [self.hi[0] - self.lo[0], self.hi[1] - self.lo[1], self.hi[2] - self.lo[2]]
-    }
-}
-
 /// The smallest box holding every `true` voxel, or `None` for an empty mask.
-pub fn bounding_box(mask: &ArrayView3<bool>) -> Option<BoundingBox> {
+pub fn bounding_box(mask: &ArrayView3<bool>) -> Option<BBox> {
     let mask = mask.as_standard_layout();
     let (_, n1, n2) = mask.dim();
     let m = mask.as_slice().expect("standard layout");
     m.par_chunks((n1 * n2).max(1))
         .enumerate()
         .filter_map(|(i, slab)| {
-            let mut bb: Option<BoundingBox> = None;
+            let mut bb: Option<BBox> = None;
             for (j, row) in slab.chunks_exact(n2.max(1)).enumerate() {
                 if !any(row) {
                     continue;
                 }
                 let first = row.iter().position(|&v| v).expect("row has a voxel");
                 let last = row.iter().rposition(|&v| v).expect("row has a voxel");
-                let here = BoundingBox { lo: [i, j, first], hi: [i + 1, j + 1, last + 1] };
+                let here = BBox { lo: [i, j, first], hi: [i + 1, j + 1, last + 1] };
                 bb = Some(bb.map_or(here, |b| b.union(&here)));
             }
             bb
@@ -199,11 +174,11 @@ pub fn directed_surface_distances(
 }
 
 /// The surface of `mask` inside `bb` (a crop of [`surface`]'s result).
-fn surface_in(mask: &ArrayView3<bool>, bb: &BoundingBox) -> Array3<bool> {
+fn surface_in(mask: &ArrayView3<bool>, bb: &BBox) -> Array3<bool> {
     let (n0, n1, n2) = mask.dim();
     let mask = mask.as_standard_layout();
     let m = mask.as_slice().expect("standard layout");
-    let [d0, d1, d2] = bb.dim();
+    let [d0, d1, d2] = bb.shape();
     let mut out = Array3::from_elem((d0, d1, d2), false);
     let at = |i: usize, j: usize, k: usize| m[(i * n1 + j) * n2 + k];
     out.as_slice_mut().expect("fresh array").par_chunks_mut((d1 * d2).max(1)).enumerate().for_each(|(ci, slab)| {

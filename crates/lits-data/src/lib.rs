@@ -3,11 +3,13 @@
 #![warn(missing_docs)]
 
 pub mod distance;
+pub mod affine;
 pub mod atomic;
 mod buffer;
 pub mod cache;
 pub mod crop;
 pub mod dataset;
+pub mod digest;
 pub mod error;
 pub mod intensity;
 pub mod json;

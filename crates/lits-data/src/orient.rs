@@ -115,7 +115,7 @@ pub fn to_canonical<T: Clone>(v: &Volume<T>) -> (Volume<T>, Reorientation) {
         t[s][a] = if flipped[a] { -1.0 } else { 1.0 };
         t[s][3] = if flipped[a] { (shape[s] - 1) as f64 } else { 0.0 };
     }
-    let affine = matmul4(&v.affine, &t);
+    let affine = crate::affine::mul(&v.affine, &t);
     let out = Volume { data: view.as_standard_layout().into_owned(), spacing, affine };
     let r = Reorientation {
         source_axis,
@@ -169,18 +169,8 @@ impl Reorientation {
         for (a, &s) in self.source_axis.iter().enumerate() {
             spacing[s] = v.spacing[a];
         }
-        Volume { data, spacing, affine: matmul4(&v.affine, &u) }
+        Volume { data, spacing, affine: crate::affine::mul(&v.affine, &u) }
     }
-}
-
-fn matmul4(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
-    let mut out = [[0.0; 4]; 4];
-    for (r, row) in out.iter_mut().enumerate() {
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = (0..4).map(|k| a[r][k] * b[k][c]).sum();
-        }
-    }
-    out
 }
 
 #[cfg(test)]

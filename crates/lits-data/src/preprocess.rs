@@ -560,7 +560,7 @@ pub fn mlfcore_cube(cfg: &MlfcoreConfig, image: &Image, labels: Option<&Labels>)
         t[a][a] = 2.0;
         t[a][3] = 2.0 * start[a] as f64 + 0.5 - if a == 2 { offset as f64 } else { 0.0 };
     }
-    let affine = resample::mat_mul(&image.affine, &t);
+    let affine = crate::affine::mul(&image.affine, &t);
     let spacing = image.spacing.map(|s| 2.0 * s);
     let prepared = Grid {
         shape: [cfg.cube; 3],

@@ -131,11 +131,11 @@ struct AxisMap {
 /// How target grid indices map onto source indices; only axis-aligned maps (scalings,
 /// shifts and flips along each axis) are supported.
 fn axis_maps(src: &Grid, dst: &Grid) -> Result<[AxisMap; 3]> {
-    let inv = invert_affine(&src.affine).ok_or_else(|| Error::Config {
+    let inv = crate::affine::invert(&src.affine).ok_or_else(|| Error::Config {
         field: "affine".into(),
         msg: "the source affine is singular".into(),
     })?;
-    let m = mat_mul(&inv, &dst.affine);
+    let m = crate::affine::mul(&inv, &dst.affine);
     let mut maps = [AxisMap {
         scale: 1.0,
         offset: 0.0,
@@ -158,40 +158,6 @@ fn axis_maps(src: &Grid, dst: &Grid) -> Result<[AxisMap; 3]> {
         };
     }
     Ok(maps)
-}
-
-/// The product of two 4×4 affines.
-pub(crate) fn mat_mul(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
-    let mut out = [[0.0; 4]; 4];
-    for r in 0..4 {
-        for c in 0..4 {
-            out[r][c] = (0..4).map(|k| a[r][k] * b[k][c]).sum();
-        }
-    }
-    out
-}
-
-/// Inverse of an affine `[R t; 0 1]`: `[R⁻¹  −R⁻¹t; 0 1]`.
-fn invert_affine(a: &[[f64; 4]; 4]) -> Option<[[f64; 4]; 4]> {
-    let r = |i: usize, j: usize| a[i][j];
-    let det = r(0, 0) * (r(1, 1) * r(2, 2) - r(1, 2) * r(2, 1))
-        - r(0, 1) * (r(1, 0) * r(2, 2) - r(1, 2) * r(2, 0))
-        + r(0, 2) * (r(1, 0) * r(2, 1) - r(1, 1) * r(2, 0));
-    if !det.is_finite() || det.abs() < 1e-12 {
-        return None;
-    }
-    let mut inv = [[0.0; 4]; 4];
-    for (i, row) in inv.iter_mut().enumerate().take(3) {
-        let (i1, i2) = ((i + 1) % 3, (i + 2) % 3);
-        for (j, v) in row.iter_mut().enumerate().take(3) {
-            // Cofactor of (j, i) over the determinant (adjugate transpose).
-            let (j1, j2) = ((j + 1) % 3, (j + 2) % 3);
-            *v = (r(j1, i1) * r(j2, i2) - r(j1, i2) * r(j2, i1)) / det;
-        }
-        row[3] = -(0..3).map(|k| row[k] * a[k][3]).sum::<f64>();
-    }
-    inv[3][3] = 1.0;
-    Some(inv)
 }
 
 /// Linear interpolation taps along one axis: `value = (1 − w) · src[i0] + w · src[i0 + 1]`,
@@ -541,21 +507,5 @@ mod tests {
         let img = ramp([3, 3, 3], [1.0, 1.0, 1.0]);
         assert!(image_to_spacing(&img, [1.0, 0.0, 1.0], Alignment::Origin).is_err());
         assert!(image_to_spacing(&img, [1.0, f64::NAN, 1.0], Alignment::Origin).is_err());
-    }
-
-    #[test]
-    fn affine_inverse_is_an_inverse() {
-        let a = [
-            [0.0, -0.8, 0.1, 10.0],
-            [0.9, 0.0, 0.0, -5.0],
-            [0.0, 0.2, 2.5, 3.0],
-            [0.0, 0.0, 0.0, 1.0],
-        ];
-        let p = mat_mul(&invert_affine(&a).unwrap(), &a);
-        for (r, row) in p.iter().enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                assert!((v - if r == c { 1.0 } else { 0.0 }).abs() < 1e-12);
-            }
-        }
     }
 }

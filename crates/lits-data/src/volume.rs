@@ -24,6 +24,49 @@ pub type Image = Volume<f32>;
 /// A label map: 0 background, 1 liver, 2 tumor.
 pub type Labels = Volume<u8>;
 
+/// Largest difference between two affines' entries, relative to `1 + |entry|`, still taken
+/// as the same grid: NIfTI stores the sform in float32, so a faithful copy can differ by
+/// about 1e-7 relative, while another grid differs by far more.
+pub const AFFINE_TOLERANCE: f64 = 1e-4;
+
+/// Why `b` is not on the voxel grid of `a` (shape, then affine within
+/// [`AFFINE_TOLERANCE`]), `a` named by `whose` ("its image's"); `None` when it is. The one
+/// check of labels against their image and of a prediction against its reference.
+pub fn grid_mismatch<A, B>(a: &Volume<A>, b: &Volume<B>, whose: &str) -> Option<String> {
+    if a.shape() != b.shape() {
+        return Some(format!("shape {:?} differs from {whose} {:?}", b.shape(), a.shape()));
+    }
+    let worst = (0..3)
+        .flat_map(|r| (0..4).map(move |c| (r, c)))
+        .map(|(r, c)| (b.affine[r][c] - a.affine[r][c]).abs() / (1.0 + a.affine[r][c].abs()))
+        .fold(0.0, f64::max);
+    let fmt = |m: &[[f64; 4]; 4]| {
+        let rows: Vec<String> =
+            m[..3].iter().map(|r| format!("[{}]", r.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "))).collect();
+        format!("[{}]", rows.join(", "))
+    };
+    (!(worst <= AFFINE_TOLERANCE)).then(|| {
+        format!(
+            "affine {} differs from {whose} {} (relative difference {worst:.2e}): not on the same grid",
+            fmt(&b.affine),
+            fmt(&a.affine)
+        )
+    })
+}
+
+/// The label values of `labels` outside 0 (background), 1 (liver), 2 (tumor), with their
+/// voxel counts, in words; `None` when there are none.
+pub fn bad_label_values(labels: &Volume<u8>) -> Option<String> {
+    let mut counts = [0usize; 256];
+    for &v in labels.data.iter() {
+        counts[v as usize] += 1;
+    }
+    let bad: Vec<String> = (3..256).filter(|&v| counts[v] > 0).map(|v| format!("{v} ({} voxel{})", counts[v], if counts[v] == 1 { "" } else { "s" })).collect();
+    (!bad.is_empty()).then(|| {
+        format!("holds label values outside 0..2 (0 background, 1 liver, 2 tumor): {}", bad.join(", "))
+    })
+}
+
 impl<T> Volume<T> {
     /// A volume with the given spacing and the diagonal affine that goes with it
     /// (origin at zero, axes along +x, +y, +z).

@@ -35,10 +35,6 @@ use crate::metrics::{confusion, iou, Confusion};
 /// Label values of a LiTS segmentation.
 const CLASSES: usize = 3;
 
-/// Largest difference between prediction and reference affine entries, relative to
-/// `1 + |reference entry|`, still taken as the same grid. NIfTI stores the sform in
-/// float32, so a faithful copy can differ by ~1e-7 relative.
-const AFFINE_TOLERANCE: f64 = 1e-4;
 
 /// A structure scored in each case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,9 +66,16 @@ impl Structure {
         }
     }
 
+    /// Dice of the structure from a 3-class confusion table; `None` when it is in neither
+    /// volume.
+    pub fn dice(self, c: &Confusion) -> Option<f64> {
+        let (i, p, r) = self.counts(c);
+        (p + r > 0).then(|| (2 * i) as f64 / (p + r) as f64)
+    }
+
     /// Overlap counts of the structure from a 3-class confusion table:
     /// (intersection, predicted voxels, reference voxels).
-    fn counts(self, c: &Confusion) -> (u64, u64, u64) {
+    pub fn counts(self, c: &Confusion) -> (u64, u64, u64) {
         let labels: &[usize] = match self {
             Structure::Liver => &[1, 2],
             Structure::Tumor => &[2],
@@ -229,42 +232,15 @@ pub fn score_labels(pred: &Labels, reference: &Labels) -> CaseScores {
 /// Whether `pred` can be scored against `reference`: same shape, same affine (within
 /// float32 storage precision), labels within 0..=2. The error names the offending file.
 pub fn check_pair(pred: &Labels, pred_path: &Path, reference: &Labels, ref_path: &Path) -> Result<()> {
-    if pred.shape() != reference.shape() {
-        return Err(Error::invalid(
-            pred_path,
-            format!("shape {:?} differs from the reference's {:?} ({})", pred.shape(), reference.shape(), ref_path.display()),
-        ));
-    }
-    let worst = (0..3)
-        .flat_map(|r| (0..4).map(move |c| (r, c)))
-        .map(|(r, c)| (pred.affine[r][c] - reference.affine[r][c]).abs() / (1.0 + reference.affine[r][c].abs()))
-        .fold(0.0, f64::max);
-    if !(worst <= AFFINE_TOLERANCE) {
-        return Err(Error::invalid(
-            pred_path,
-            format!(
-                "affine {} differs from the reference's {} ({}): the masks are not on the same grid",
-                fmt_affine(&pred.affine),
-                fmt_affine(&reference.affine),
-                ref_path.display()
-            ),
-        ));
+    if let Some(m) = lits_data::volume::grid_mismatch(reference, pred, "the reference's") {
+        return Err(Error::invalid(pred_path, format!("{m} ({})", ref_path.display())));
     }
     for (labels, path) in [(pred, pred_path), (reference, ref_path)] {
-        if let Some(bad) = labels.data.iter().copied().find(|&l| l as usize >= CLASSES) {
-            return Err(Error::invalid(
-                path,
-                format!("holds label {bad}; expected 0 (background), 1 (liver) or 2 (tumor)"),
-            ));
+        if let Some(m) = lits_data::volume::bad_label_values(labels) {
+            return Err(Error::invalid(path, m));
         }
     }
     Ok(())
-}
-
-fn fmt_affine(a: &[[f64; 4]; 4]) -> String {
-    let rows: Vec<String> =
-        a[..3].iter().map(|r| format!("[{}]", r.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "))).collect();
-    format!("[{}]", rows.join(", "))
 }
 
 /// Reads both files (at the same time) and scores them.
@@ -760,7 +736,7 @@ mod tests {
         let mut bad = r.clone();
         bad.data[[1, 1, 1]] = 3;
         let e = check_pair(&r, Path::new("p"), &bad, Path::new("r.nii")).unwrap_err().to_string();
-        assert!(e.starts_with("r.nii: holds label 3"), "{e}");
+        assert!(e.starts_with("r.nii: holds label values outside 0..2") && e.contains(": 3 ("), "{e}");
     }
 
     #[test]

@@ -38,12 +38,7 @@ pub fn derive(master: u64, stream: Stream, index: u64) -> u64 {
 /// sha256 (hex) of a value's JSON form.
 pub fn sha256_json<T: serde::Serialize>(value: &T) -> String {
     let bytes = serde_json::to_vec(value).expect("configs serialise");
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    lits_data::digest::sha256_hex(&bytes)
 }
 
 #[cfg(test)]

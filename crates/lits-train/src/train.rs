@@ -16,6 +16,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use lits_data::patch::{PatchSampler, Prefetcher};
+use lits_model::evaluate::Structure;
 use lits_model::inference;
 use lits_model::UNet3d;
 
@@ -296,7 +297,7 @@ fn run_loop(
             val_seconds,
             patches_per_second: (steps * batch as u64) as f64 / train_seconds.max(1e-9),
             loader_wait_seconds: waited,
-            timestamp_ms: now_ms(),
+            timestamp_ms: crate::tracking::now_ms(),
         };
         lits_data::json::append_line(&run.timing(), &timing)?;
         lits_model::weights::save_safetensors(&vs, &run.last_weights())?;
@@ -325,10 +326,6 @@ fn run_loop(
         last_validation,
         best: state.best,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn save_checkpoint(vs: &nn::VarStore, opt: &Optimizer, state: &TrainState, path: &Path) -> Result<()> {
@@ -386,17 +383,6 @@ fn restore(
     opt.load_state(steps, &optim).map_err(|e| Error::invalid(path, e.to_string()))
 }
 
-/// Dice of two masks; 1 when both are empty.
-fn dice(pred: &Tensor, reference: &Tensor) -> f64 {
-    let inter = pred.logical_and(reference).sum(Kind::Int64).int64_value(&[]) as f64;
-    let total = (pred.sum(Kind::Int64).int64_value(&[]) + reference.sum(Kind::Int64).int64_value(&[])) as f64;
-    if total == 0.0 {
-        1.0
-    } else {
-        2.0 * inter / total
-    }
-}
-
 /// Whole-volume validation with sliding-window inference on the held-out cases.
 pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Device) -> Result<Validation> {
     let mut cases = Vec::new();
@@ -405,12 +391,15 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
         let data_slice = case.image.data.as_slice().ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared image is not contiguous", case.id)))?;
         let x = Tensor::from_slice(data_slice).view([1, d, h, w]).to_device(device);
         let probs = tch::no_grad(|| inference::predict(net, &x, &cfg.validation.sliding_window))?;
-        let pred = probs.argmax(0, false).to_device(Device::Cpu);
-        let lab = Tensor::from_slice(case.labels.data.as_slice().ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared labels are not contiguous", case.id)))?)
-            .view([d, h, w])
-            .to_kind(Kind::Int64);
-        let liver = dice(&pred.ge(1), &lab.ge(1));
-        let tumor = dice(&pred.eq(2), &lab.eq(2));
+        let pred = probs.argmax(0, false).to_kind(Kind::Uint8).to_device(Device::Cpu).flatten(0, -1);
+        let pred = Vec::<u8>::try_from(&pred)?;
+        let labels = case.labels.data.as_slice().ok_or_else(|| {
+            Error::invalid(&data.plan.dataset, format!("case {}: prepared labels are not contiguous", case.id))
+        })?;
+        // Both empty: a perfect score.
+        let c = lits_model::metrics::confusion_slices(&pred, labels, 3);
+        let liver = Structure::Liver.dice(&c).unwrap_or(1.0);
+        let tumor = Structure::Tumor.dice(&c).unwrap_or(1.0);
         cases.push((case.id, liver, tumor));
     }
     let n = cases.len().max(1) as f64;
