@@ -2,7 +2,7 @@
 //! back with MLflow's Python client; `lits sync` of a run whose server went away in the
 //! middle, uploaded after the server came back; and bad input.
 
-#[path = "../crates/lits-train/tests/tracking_support/mod.rs"]
+#[path = "../crates/lits-tracking/tests/support/mod.rs"]
 mod tracking_support;
 
 mod common;
@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lits_train::tracking::{read_state, Auth, RunStatus, Tracker, TrackingConfig};
+use lits_tracking::{read_state, Auth, RunStatus, Tracker, TrackingConfig};
 use tracking_support::{local_history, now_ms, readback, server_history, sha256_file, write_run_files, MlflowServer};
 
 fn lits() -> Command {

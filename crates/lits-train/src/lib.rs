@@ -16,7 +16,6 @@ pub mod progress;
 pub mod runlog;
 pub mod schedule;
 pub mod seed;
-pub mod tracking;
 pub mod tracking_glue;
 pub mod train;
 

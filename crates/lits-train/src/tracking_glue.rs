@@ -3,7 +3,7 @@
 
 use crate::config::TrainConfig;
 use crate::runlog::{EpochRecord, RunDir, TimingRecord};
-use crate::tracking::{config_hash, flatten_params, git_commit, standard_tags, RunStatus, Tracker, TrackingConfig};
+use lits_tracking::{config_hash, flatten_params, git_commit, standard_tags, RunStatus, Tracker, TrackingConfig};
 
 /// Starts tracking the run (never fails: problems become warnings).
 pub fn start(run: &RunDir, cfg: &TrainConfig, t: &TrackingConfig) -> Tracker {

@@ -80,7 +80,7 @@ pub struct RunOptions {
     /// Stop this process after this many epochs (the run stays resumable).
     pub stop_after: Option<u32>,
     /// Experiment tracking.
-    pub tracking: Option<crate::tracking::TrackingConfig>,
+    pub tracking: Option<lits_tracking::TrackingConfig>,
 }
 
 /// What a finished (or paused) run reports.
@@ -297,7 +297,7 @@ fn run_loop(
             val_seconds,
             patches_per_second: (steps * batch as u64) as f64 / train_seconds.max(1e-9),
             loader_wait_seconds: waited,
-            timestamp_ms: crate::tracking::now_ms(),
+            timestamp_ms: lits_tracking::now_ms(),
         };
         lits_data::json::append_line(&run.timing(), &timing)?;
         lits_model::weights::save_safetensors(&vs, &run.last_weights())?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use lits_train::config::TrainConfig;
-use lits_train::tracking::TrackingConfig;
+use lits_tracking::TrackingConfig;
 use lits_train::train::{self, RunOptions};
 
 /// The built-in default: synthetic phantoms, a narrow U-Net, small patches.

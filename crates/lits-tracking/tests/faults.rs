@@ -5,12 +5,12 @@
 //! The bounds below are generous (tens of milliseconds for a call that appends one line to
 //! a file): they check that the calls never wait on the network, not how fast they are.
 
-mod tracking_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use lits_train::tracking::{read_state, Auth, Record, RunStatus, Tracker, TrackingConfig};
-use tracking_support::{journal, now_ms, Behaviour, FakeServer};
+use lits_tracking::{read_state, Auth, Record, RunStatus, Tracker, TrackingConfig};
+use support::{journal, now_ms, Behaviour, FakeServer};
 
 const CALL_BOUND: Duration = Duration::from_millis(50);
 

@@ -1,16 +1,16 @@
 //! Tracking against a real MLflow server (started once for this test binary through
 //! `scripts/mlflow_server.sh`), read back with MLflow's own Python client.
 
-mod tracking_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use lits_train::tracking::{
+use lits_tracking::{
     config_hash, flatten_params, read_state, standard_tags, sync_with_auth, Auth, RunStatus, Tracker, TrackingConfig,
 };
-use tracking_support::{
+use support::{
     journal, local_history, now_ms, readback, readback_skipping, server_history, sha256_file, write_run_files, MlflowServer,
 };
 

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lits_train::tracking::{Num, Record, OUTBOX_FILE, TRACKING_DIR};
+use lits_tracking::{Num, Record, OUTBOX_FILE, TRACKING_DIR};
 use sha2::{Digest, Sha256};
 
 pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 pub const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/mlflow_server.sh");
-const READBACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lits-train/tests/tracking_support/readback.py");
+const READBACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lits-tracking/tests/support/readback.py");
 
 /// A real MLflow server with its data in a temporary directory. It is stopped on drop and,
 /// should the test process die first, by the script's watcher.

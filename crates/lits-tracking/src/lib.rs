@@ -11,6 +11,7 @@
 //! nudge the sender, so a server that is down, slow or answering errors never stops or
 //! slows training; it costs one warning. [`sync`] uploads what is missing later, comparing
 //! with what the server holds, so running it twice adds nothing twice.
+#![warn(missing_docs)]
 
 mod auth;
 mod client;
@@ -76,7 +77,8 @@ pub(crate) fn warn(msg: &str) {
     eprintln!("warning: tracking: {msg}");
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Unix time in milliseconds (0 before 1970), the clock of every record lits keeps.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
