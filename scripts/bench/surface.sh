@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
-cargo build --release -q -p lits-data --example surface_bench
+cargo build --release -q -p lits-eval --example surface_bench
 BENCH=target/release/examples/surface_bench
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -2,7 +2,6 @@
 //! synthetic CT phantoms.
 #![warn(missing_docs)]
 
-pub mod distance;
 pub mod affine;
 pub mod atomic;
 mod buffer;
@@ -17,8 +16,6 @@ pub mod nifti;
 pub mod orient;
 pub mod patch;
 pub mod preprocess;
-pub mod plot;
-pub mod preview;
 pub mod resample;
 pub mod rng;
 pub mod synth;

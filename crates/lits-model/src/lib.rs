@@ -3,11 +3,9 @@
 #![warn(missing_docs)]
 
 pub mod backend;
-pub mod evaluate;
 pub mod error;
 pub mod inference;
 pub mod loss;
-pub mod metrics;
 pub mod unet;
 pub mod weights;
 

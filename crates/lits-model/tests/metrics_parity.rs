@@ -3,7 +3,7 @@
 
 mod common;
 
-use lits_model::metrics::{accuracy, confusion, dice, iou, MeanIou};
+use lits_eval::metrics::{accuracy, confusion, dice, iou, MeanIou};
 use ndarray::{Array4, Axis};
 
 #[test]

@@ -1,13 +1,13 @@
 //! Scoring a run on the cases it did not train on: its held-out cases (`val`, then `test`,
 //! of `split.json`) are taken from the cases recorded in `plans.json`, segmented with
 //! the run's model exactly as `lits predict` does, and scored against their reference
-//! segmentations with the LiTS metrics ([`lits_model::evaluate`]).
+//! segmentations with the LiTS metrics ([`lits_eval::evaluate`]).
 
 use std::path::Path;
 
 use lits_data::dataset::{self, Split};
 use lits_data::dataset::Case;
-use lits_model::evaluate::{score_case, CaseReport, Report};
+use lits_eval::evaluate::{score_case, CaseReport, Report};
 
 use crate::error::{Error, Result};
 use crate::predict::{PredictOptions, Prediction, Predictor};

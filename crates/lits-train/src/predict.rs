@@ -31,7 +31,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 use lits_data::nifti::{self, ImageDtype};
 use lits_data::preprocess::{CaseRecord, PreprocessConfig};
-use lits_data::{preview, Image, Labels, Volume};
+use lits_data::{Image, Labels, Volume};
+use lits_eval::preview;
 use lits_model::inference;
 use lits_model::UNet3d;
 

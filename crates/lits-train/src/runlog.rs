@@ -140,7 +140,7 @@ where
 
 /// Draws `plots/loss.png` and `plots/dice.png` from the metric records.
 pub fn plot(run: &RunDir, records: &[EpochRecord]) -> Result<()> {
-    use lits_data::plot::{LineChart, Series};
+    use lits_eval::plot::{LineChart, Series};
     let dir = run.plots();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let loss = LineChart {

@@ -16,7 +16,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use lits_data::patch::{PatchSampler, Prefetcher};
-use lits_model::evaluate::Structure;
+use lits_eval::evaluate::Structure;
 use lits_model::inference;
 use lits_model::UNet3d;
 
@@ -397,7 +397,7 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
             Error::invalid(&data.plan.dataset, format!("case {}: prepared labels are not contiguous", case.id))
         })?;
         // Both empty: a perfect score.
-        let c = lits_model::metrics::confusion_slices(&pred, labels, 3);
+        let c = lits_eval::metrics::confusion_slices(&pred, labels, 3);
         let liver = Structure::Liver.dice(&c).unwrap_or(1.0);
         let tumor = Structure::Tumor.dice(&c).unwrap_or(1.0);
         cases.push((case.id, liver, tumor));

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use lits_data::atomic::write_atomic;
-use lits_model::evaluate::{evaluate, CaseReport};
+use lits_eval::evaluate::{evaluate, CaseReport};
 use lits_train::evaluate::evaluate_run;
 use lits_train::memory;
 use lits_train::predict::PredictOptions;

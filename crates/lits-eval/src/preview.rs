@@ -17,9 +17,9 @@
 
 use ndarray::ArrayView3;
 
-use crate::orient;
+use lits_data::orient;
 use crate::plot::{Align, Canvas, Rgb};
-use crate::{Image, Labels, Volume};
+use lits_data::{Image, Labels, Volume};
 
 /// The soft-tissue window, level 40 HU and width 400 HU: −160 HU is black, 240 HU white.
 pub const WINDOW_HU: [f32; 2] = [-160.0, 240.0];

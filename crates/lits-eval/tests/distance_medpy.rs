@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use lits_data::distance::surface_distances;
+use lits_eval::distance::surface_distances;
 use ndarray::Array3;
 
 const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use crate::atomic::write_atomic;
-use crate::{Error, Result};
+use lits_data::atomic::write_atomic;
+use lits_data::{Error, Result};
 
 /// An sRGB colour.
 pub type Rgb = [u8; 3];

@@ -1,4 +1,4 @@
-//! Times `lits_data::distance::surface_distances` on two raw uint8 masks (C order), for
+//! Times `lits_eval::distance::surface_distances` on two raw uint8 masks (C order), for
 //! scripts/bench/surface.sh.
 //!
 //! Usage: surface_bench PRED.raw REF.raw I J K SI SJ SK REPEATS
@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use lits_data::distance::surface_distances;
+use lits_eval::distance::surface_distances;
 use ndarray::Array3;
 
 fn main() {

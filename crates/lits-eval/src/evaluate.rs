@@ -6,7 +6,7 @@
 //! Two structures are scored per case: liver = label ≥ 1 (the tumor is part of the liver)
 //! and tumor = label 2. For each: Dice, Jaccard, VOE = 1 − Jaccard, RVD = (|P| − |R|)/|R|,
 //! and the surface distances ASSD, RMSD, MSD (Hausdorff) and HD95 in mm with the
-//! reference's voxel spacing ([`lits_data::distance`], equal to `medpy.metric.binary`).
+//! reference's voxel spacing ([`lits_eval::distance`], equal to `medpy.metric.binary`).
 //!
 //! Empty masks (the [`Empty`] flag says which case applies):
 //! - both empty: Dice 1, Jaccard 1, VOE 0, RVD 0, all distances 0 (nothing to find, nothing
@@ -23,9 +23,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use lits_data::distance::{surface_distances, SurfaceDistances};
+use crate::distance::{surface_distances, SurfaceDistances};
 use lits_data::nifti::read_labels;
-use lits_data::plot::BoxPlot;
+use crate::plot::BoxPlot;
 use lits_data::{Error, Labels, Result};
 use ndarray::Array3;
 use serde::Serialize;

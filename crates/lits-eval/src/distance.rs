@@ -12,7 +12,7 @@
 //! the distance to the nearest surface voxel of the other, and the metrics summarise the
 //! union of both directed sets.
 
-use crate::crop::BBox;
+use lits_data::crop::BBox;
 use ndarray::{Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 
