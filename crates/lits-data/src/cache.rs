@@ -565,25 +565,12 @@ fn write_case(dir: &Path, image: &Image, labels: &Labels, meta: &CaseMeta) -> Re
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let written = (|| {
-        npy::write(
-            &tmp.join("image.npy"),
-            npy::Dtype::F32,
-            image.shape(),
-            &f32_bytes(image.data.iter().copied()),
-        )?;
-        npy::write(
-            &tmp.join("label.npy"),
-            npy::Dtype::U8,
-            labels.shape(),
-            &labels.data.iter().copied().collect::<Vec<u8>>(),
-        )?;
+        npy::write(&tmp.join("image.npy"), &image.data.as_standard_layout().into_owned())?;
+        npy::write(&tmp.join("label.npy"), &labels.data.as_standard_layout().into_owned())?;
         let fg = &meta.entry.stats.samples;
-        npy::write(
-            &tmp.join("fg.npy"),
-            npy::Dtype::F32,
-            [fg.len(), 1, 1],
-            &f32_bytes(fg.iter().copied()),
-        )?;
+        let fg = Array3::from_shape_vec([fg.len(), 1, 1], fg.clone())
+            .map_err(|e| Error::invalid(tmp.join("fg.npy"), e.to_string()))?;
+        npy::write(&tmp.join("fg.npy"), &fg)?;
         let json = crate::json::to_vec_pretty(meta).map_err(|e| Error::invalid(tmp.join("meta.json"), e))?;
         write_file(&tmp.join("meta.json"), &json)
     })();
@@ -606,10 +593,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(path, e))
-}
-
-fn f32_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
-    values.flat_map(f32::to_le_bytes).collect()
 }
 
 /// A cache made by [`build`], opened for loading cases.
@@ -725,104 +708,45 @@ impl Cache {
     }
 }
 
-/// The `.npy` format (version 1.0), for the 3-D little-endian arrays of the cache.
+/// The cache's arrays as `.npy` files (C order, little-endian), through `ndarray-npy`, so
+/// NumPy's `np.load` reads them.
 mod npy {
+    use std::io::BufWriter;
+
+    use ndarray::Array3;
+    use ndarray_npy::{ReadNpyExt, ReadableElement, WritableElement, WriteNpyExt};
+
     use super::*;
 
-    /// Element types the cache stores.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) enum Dtype {
-        F32,
-        U8,
+    /// Writes `array` to `path` and syncs it.
+    pub(super) fn write<T: WritableElement>(path: &Path, array: &Array3<T>) -> Result<()> {
+        let file = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut w = BufWriter::new(file);
+        array.write_npy(&mut w).map_err(|e| Error::invalid(path, format!("cannot write the array: {e}")))?;
+        let file = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(path, e))
     }
 
-    impl Dtype {
-        fn descr(self) -> &'static str {
-            match self {
-                Dtype::F32 => "<f4",
-                Dtype::U8 => "|u1",
-            }
-        }
-
-        fn size(self) -> usize {
-            match self {
-                Dtype::F32 => 4,
-                Dtype::U8 => 1,
-            }
-        }
+    /// Reads a 3-D array of `T` written by [`write`]; another type, shape or a file cut short
+    /// is an error naming the file.
+    pub(super) fn read<T: ReadableElement>(path: &Path) -> Result<Array3<T>> {
+        let file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        Array3::<T>::read_npy(std::io::BufReader::new(file))
+            .map_err(|e| Error::invalid(path, format!("not a cached array: {e}")))
     }
 
-    const MAGIC: &[u8] = b"\x93NUMPY\x01\x00";
-
-    pub(super) fn write(path: &Path, dtype: Dtype, shape: [usize; 3], data: &[u8]) -> Result<()> {
-        assert_eq!(data.len(), shape.iter().product::<usize>() * dtype.size());
-        let mut header = format!(
-            "{{'descr': '{}', 'fortran_order': False, 'shape': ({}, {}, {}), }}",
-            dtype.descr(),
-            shape[0],
-            shape[1],
-            shape[2]
-        );
-        // Magic, 2 length bytes, header and newline: a multiple of 64 bytes.
-        let total = MAGIC.len() + 2 + header.len() + 1;
-        header.extend(std::iter::repeat_n(' ', total.next_multiple_of(64) - total));
-        header.push('\n');
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 2 + header.len() + data.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(data);
-        write_file(path, &bytes)
-    }
-
-    fn read(path: &Path, dtype: Dtype) -> Result<([usize; 3], Vec<u8>)> {
-        let bad = |msg: &str| Error::invalid(path, format!("not a cached array: {msg}"));
-        let mut bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-        if bytes.len() < MAGIC.len() + 2 || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(bad("no .npy 1.0 header"));
-        }
-        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        let start = 10 + len;
-        let header = bytes
-            .get(10..start)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .ok_or_else(|| bad("header cut short"))?;
-        if !header.contains(&format!("'descr': '{}'", dtype.descr()))
-            || !header.contains("'fortran_order': False")
-        {
-            return Err(bad(&format!("expected a C-order {} array", dtype.descr())));
-        }
-        let dims: Vec<usize> = header
-            .split("'shape': (")
-            .nth(1)
-            .and_then(|s| s.split(')').next())
-            .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
-            .unwrap_or_default();
-        let [a, b, c] = dims[..] else {
-            return Err(bad("shape is not 3-D"));
-        };
-        let n = a * b * c * dtype.size();
-        if bytes.len() - start != n {
-            return Err(bad(&format!(
-                "{} data bytes for shape ({a}, {b}, {c}), expected {n}",
-                bytes.len() - start
-            )));
-        }
-        bytes.drain(..start);
-        Ok(([a, b, c], bytes))
-    }
-
+    /// [`read`] as shape and values, in C order.
     pub(super) fn read_f32(path: &Path) -> Result<([usize; 3], Vec<f32>)> {
-        let (shape, bytes) = read(path, Dtype::F32)?;
-        let values = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok((shape, values))
+        let a = read::<f32>(path)?;
+        let (d0, d1, d2) = a.dim();
+        Ok(([d0, d1, d2], a.into_raw_vec_and_offset().0))
     }
 
+    /// [`read`] of labels as shape and values, in C order.
     pub(super) fn read_u8(path: &Path) -> Result<([usize; 3], Vec<u8>)> {
-        read(path, Dtype::U8)
+        let a = read::<u8>(path)?;
+        let (d0, d1, d2) = a.dim();
+        Ok(([d0, d1, d2], a.into_raw_vec_and_offset().0))
     }
 }
 
@@ -835,13 +759,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.npy");
         let values = [1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0];
-        npy::write(
-            &p,
-            npy::Dtype::F32,
-            [1, 2, 3],
-            &f32_bytes(values.iter().copied()),
-        )
-        .unwrap();
+        npy::write(&p, &Array3::from_shape_vec([1, 2, 3], values.to_vec()).unwrap()).unwrap();
         let bytes = fs::read(&p).unwrap();
         assert_eq!(
             (10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64,

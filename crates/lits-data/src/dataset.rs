@@ -143,6 +143,48 @@ fn no_cases(dir: &Path) -> Error {
     )
 }
 
+/// The pattern of a case file's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseName {
+    /// LiTS `volume-N`: a scan.
+    Volume,
+    /// LiTS `segmentation-N`: labels.
+    Segmentation,
+    /// MSD Task03 `liver_N` (a scan in `imagesTr`, labels in `labelsTr`).
+    Msd,
+}
+
+/// The pattern and case number of a LiTS or MSD file name (`volume-N`, `segmentation-N`,
+/// `liver_N`; `.nii` or `.nii.gz`; hidden files are none): `Ok(None)` for a name of no
+/// case file, an error naming the file when its case number is not a number. The one
+/// reading of case file names, for datasets and for evaluation folders alike.
+pub fn parse_case_name(path: &Path) -> Result<Option<(CaseName, u32)>> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Ok(None) };
+    if name.starts_with('.') {
+        return Ok(None);
+    }
+    let Some(stem) = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")) else { return Ok(None) };
+    let found = [("volume-", CaseName::Volume), ("segmentation-", CaseName::Segmentation), ("liver_", CaseName::Msd)]
+        .into_iter()
+        .find_map(|(prefix, kind)| stem.strip_prefix(prefix).map(|n| (n, kind)));
+    let Some((number, kind)) = found else { return Ok(None) };
+    let id = parse_id(number).ok_or_else(|| Error::invalid(path, "the case number is not a number"))?;
+    Ok(Some((kind, id)))
+}
+
+/// Non-hidden entries of `dir`, sorted.
+pub fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Which file of a case a name denotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -215,51 +257,26 @@ fn find(dir: &Path, labels_required: bool) -> Result<Survey> {
 }
 
 fn subfolders(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && entry.path().is_dir() {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(entries(dir)?.into_iter().filter(|p| p.is_dir()).collect())
 }
 
 /// The (id, role, path) of every case file directly in `dir`. `role` forces the role (MSD
 /// keeps images and labels apart by folder, with the same file names).
 fn scan(dir: &Path, layout: Layout, role: Option<Role>) -> Result<Vec<(u32, Role, PathBuf)>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') {
-            continue;
-        }
-        let Some(stem) = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii")) else {
-            continue;
+    for path in entries(dir)? {
+        let Some((kind, id)) = parse_case_name(&path)? else { continue };
+        let found_role = match (layout, kind) {
+            (Layout::Lits, CaseName::Volume) => Role::Image,
+            (Layout::Lits, CaseName::Segmentation) => Role::Label,
+            (Layout::Msd, CaseName::Msd) => role.unwrap_or(Role::Image),
+            _ => continue,
         };
-        let parsed = match layout {
-            Layout::Lits => {
-                if let Some(n) = stem.strip_prefix("volume-") {
-                    Some((n, Role::Image))
-                } else {
-                    stem.strip_prefix("segmentation-").map(|n| (n, Role::Label))
-                }
-            }
-            Layout::Msd => stem.strip_prefix("liver_").map(|n| (n, role.unwrap_or(Role::Image))),
-        };
-        let Some((number, found_role)) = parsed else { continue };
-        let path = entry.path();
-        let id = parse_id(number).ok_or_else(|| Error::invalid(&path, "the case number is not a number"))?;
         if !path.is_file() {
             return Err(Error::invalid(&path, "is not a file"));
         }
         out.push((id, found_role, path));
     }
-    out.sort_by(|a, b| a.2.cmp(&b.2));
     Ok(out)
 }
 

@@ -319,15 +319,7 @@ impl IntensityStats {
     /// The `p`-th percentile (0..100) of the samples, interpolated linearly between order
     /// statistics like `numpy.percentile`'s default. NaN without samples.
     pub fn percentile(&self, p: f64) -> f64 {
-        let v = &self.sorted_samples;
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let pos = p.clamp(0.0, 100.0) / 100.0 * (v.len() - 1) as f64;
-        let lo = pos.floor() as usize;
-        let hi = (lo + 1).min(v.len() - 1);
-        let t = pos - lo as f64;
-        v[lo] as f64 + t * (v[hi] as f64 - v[lo] as f64)
+        crate::percentile::of_sorted(&self.sorted_samples, p)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod json;
 pub mod nifti;
 pub mod orient;
 pub mod patch;
+pub mod percentile;
 pub mod preprocess;
 pub mod resample;
 pub mod rng;

@@ -2,7 +2,8 @@
 //!
 //! It wraps ChaCha8 and turns its 64-bit words into uniforms, normals and indices with code
 //! written here, so the same seed gives the same numbers whatever `rand` version or thread
-//! count is in use: synthetic datasets and splits stay byte-identical.
+//! count is in use: synthetic datasets and splits stay byte-identical. Hand-written for
+//! that reason: `rand`'s distributions may change their draws between versions.
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -20,10 +20,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::distance::{surface_distances, SurfaceDistances};
+use lits_data::dataset::{self, CaseName};
 use lits_data::nifti::read_labels;
 use crate::plot::BoxPlot;
 use lits_data::{Error, Labels, Result};
@@ -265,32 +265,14 @@ pub struct Pairing {
     pub unmatched_predictions: Vec<PathBuf>,
 }
 
-/// Name patterns: LiTS `segmentation-N`, predictions named after the scan `volume-N`, and
-/// MSD `liver_N`, each `.nii` or `.nii.gz`.
-fn case_id(path: &Path, reference: bool) -> Option<u32> {
-    let name = path.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".nii.gz").or_else(|| name.strip_suffix(".nii"))?;
-    let number = stem
-        .strip_prefix("segmentation-")
-        .or_else(|| stem.strip_prefix("liver_"))
-        .or_else(|| if reference { None } else { stem.strip_prefix("volume-") })?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    number.parse().ok()
-}
-
-/// Non-hidden entries of `dir`, sorted.
-fn entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        if !e.file_name().to_string_lossy().starts_with('.') {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
+/// The case id of a reference (`segmentation-N`, `liver_N`) or prediction (those, or
+/// `volume-N` after the scan) file; a case name whose number is not one is an error.
+fn case_id(path: &Path, reference: bool) -> Result<Option<u32>> {
+    Ok(match dataset::parse_case_name(path)? {
+        Some((CaseName::Volume, _)) if reference => None,
+        Some((_, id)) => Some(id),
+        None => None,
+    })
 }
 
 /// Matches the label files of `pred_dir` to those of `ref_dir` by case id.
@@ -306,13 +288,13 @@ pub fn pair_files(pred_dir: &Path, ref_dir: &Path) -> Result<Pairing> {
         vec![labels_tr]
     } else {
         let mut v = vec![ref_dir.to_path_buf()];
-        v.extend(entries(ref_dir)?.into_iter().filter(|p| p.is_dir()));
+        v.extend(dataset::entries(ref_dir)?.into_iter().filter(|p| p.is_dir()));
         v
     };
     let mut refs: BTreeMap<u32, PathBuf> = BTreeMap::new();
     for folder in &ref_folders {
-        for p in entries(folder)? {
-            let Some(id) = case_id(&p, true) else { continue };
+        for p in dataset::entries(folder)? {
+            let Some(id) = case_id(&p, true)? else { continue };
             if let Some(first) = refs.get(&id) {
                 return Err(Error::invalid(&p, format!("a second reference for case {id}, beside {}", first.display())));
             }
@@ -329,8 +311,8 @@ pub fn pair_files(pred_dir: &Path, ref_dir: &Path) -> Result<Pairing> {
         return Err(Error::invalid(pred_dir, "is not a folder"));
     }
     let mut preds: BTreeMap<u32, Vec<PathBuf>> = BTreeMap::new();
-    for p in entries(pred_dir)? {
-        if let Some(id) = case_id(&p, false) {
+    for p in dataset::entries(pred_dir)? {
+        if let Some(id) = case_id(&p, false)? {
             preds.entry(id).or_default().push(p);
         }
     }
@@ -536,17 +518,23 @@ impl Report {
     /// Columns: `id,structure,dice,jaccard,voe,rvd,assd,rmsd,msd,hd95,iou_original,
     /// pred_voxels,ref_voxels,empty,prediction,reference,error`; a missing value is an empty
     /// field.
-    pub fn to_csv(&self) -> String {
-        let mut out = String::from(
-            "id,structure,dice,jaccard,voe,rvd,assd,rmsd,msd,hd95,iou_original,pred_voxels,ref_voxels,empty,prediction,reference,error\n",
-        );
+    pub fn to_csv(&self) -> Result<String> {
+        let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+        let bad = |e: csv::Error| Error::invalid(&self.pred_dir, format!("cannot write the CSV report: {e}"));
+        w.write_record([
+            "id", "structure", "dice", "jaccard", "voe", "rvd", "assd", "rmsd", "msd", "hd95", "iou_original",
+            "pred_voxels", "ref_voxels", "empty", "prediction", "reference", "error",
+        ])
+        .map_err(bad)?;
         let num = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();
-        let path = |p: Option<&PathBuf>| csv_field(&p.map(|p| p.display().to_string()).unwrap_or_default());
+        let path = |p: Option<&PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
         for c in &self.cases {
             let (pred, reference) = (path(c.prediction.as_ref()), path(Some(&c.reference)));
             let Some(s) = &c.scores else {
-                let error = csv_field(c.error.as_deref().unwrap_or(""));
-                let _ = writeln!(out, "{},,,,,,,,,,,,,,{pred},{reference},{error}", c.id);
+                let mut row = vec![c.id.to_string()];
+                row.extend(std::iter::repeat_n(String::new(), 13));
+                row.extend([pred, reference, c.error.clone().unwrap_or_default()]);
+                w.write_record(&row).map_err(bad)?;
                 continue;
             };
             for st in Structure::ALL {
@@ -556,26 +544,30 @@ impl Report {
                     Structure::Tumor => s.iou_original.tumor,
                 };
                 let empty = serde_json::to_value(x.empty).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{empty},{pred},{reference},",
-                    c.id,
-                    st.name(),
-                    x.dice,
-                    x.jaccard,
-                    x.voe,
+                w.write_record([
+                    c.id.to_string(),
+                    st.name().to_string(),
+                    x.dice.to_string(),
+                    x.jaccard.to_string(),
+                    x.voe.to_string(),
                     num(x.rvd),
                     num(x.assd),
                     num(x.rmsd),
                     num(x.msd),
                     num(x.hd95),
                     num(iou),
-                    x.pred_voxels,
-                    x.ref_voxels,
-                );
+                    x.pred_voxels.to_string(),
+                    x.ref_voxels.to_string(),
+                    empty,
+                    pred.clone(),
+                    reference.clone(),
+                    String::new(),
+                ])
+                .map_err(bad)?;
             }
         }
-        out
+        let bytes = w.into_inner().map_err(|e| Error::invalid(&self.pred_dir, format!("cannot write the CSV report: {}", e.error())))?;
+        String::from_utf8(bytes).map_err(|e| Error::invalid(&self.pred_dir, e.to_string()))
     }
 
     /// A table for the terminal: per case and structure, then the summaries and errors.
@@ -665,15 +657,6 @@ impl Report {
     }
 }
 
-/// A CSV field, quoted when it holds a comma, quote or line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,12 +724,14 @@ mod tests {
 
     #[test]
     fn case_ids_from_lits_and_msd_names() {
-        assert_eq!(case_id(Path::new("a/segmentation-17.nii.gz"), true), Some(17));
-        assert_eq!(case_id(Path::new("liver_3.nii"), true), Some(3));
-        assert_eq!(case_id(Path::new("volume-4.nii.gz"), true), None);
-        assert_eq!(case_id(Path::new("volume-4.nii.gz"), false), Some(4));
-        assert_eq!(case_id(Path::new("segmentation-x.nii"), false), None);
-        assert_eq!(case_id(Path::new("segmentation-1.png"), false), None);
+        assert_eq!(case_id(Path::new("a/segmentation-17.nii.gz"), true).unwrap(), Some(17));
+        assert_eq!(case_id(Path::new("liver_3.nii"), true).unwrap(), Some(3));
+        assert_eq!(case_id(Path::new("volume-4.nii.gz"), true).unwrap(), None);
+        assert_eq!(case_id(Path::new("volume-4.nii.gz"), false).unwrap(), Some(4));
+        // As a dataset does: a case file whose number is not one is refused, naming it.
+        let e = case_id(Path::new("segmentation-x.nii"), false).unwrap_err().to_string();
+        assert!(e.contains("segmentation-x.nii") && e.contains("not a number"), "{e}");
+        assert_eq!(case_id(Path::new("segmentation-1.png"), false).unwrap(), None);
     }
 
     #[test]
@@ -763,9 +748,23 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_fields_that_need_it() {
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
-        assert_eq!(csv_field("plain"), "plain");
+    fn csv_fields_with_commas_quotes_and_line_breaks_read_back() {
+        let error = "x.nii: bad, \"very\"\nbad";
+        let case = CaseReport {
+            id: 7,
+            reference: PathBuf::from("ref/segmentation-7.nii"),
+            prediction: None,
+            scores: None,
+            error: Some(error.into()),
+        };
+        let report = Report::new(Path::new("p,red"), Path::new("ref"), vec![case], Vec::new());
+        let text = report.to_csv().unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(r.headers().unwrap().len(), 17);
+        let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(&rows[0][0], "7");
+        assert_eq!(&rows[0][15], "ref/segmentation-7.nii");
+        assert_eq!(&rows[0][16], error);
     }
 }

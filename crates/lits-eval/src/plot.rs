@@ -539,12 +539,7 @@ impl BoxStats {
             return None;
         }
         v.sort_by(f64::total_cmp);
-        let q = |p: f64| {
-            let h = (v.len() - 1) as f64 * p;
-            let lo = h.floor() as usize;
-            let hi = (lo + 1).min(v.len() - 1);
-            v[lo] + (v[hi] - v[lo]) * (h - lo as f64)
-        };
+        let q = |p: f64| lits_data::percentile::of_sorted(&v, 100.0 * p);
         let (q1, median, q3) = (q(0.25), q(0.5), q(0.75));
         let iqr = q3 - q1;
         let whisker_lo = v.iter().copied().find(|x| *x >= q1 - 1.5 * iqr).unwrap_or(q1);

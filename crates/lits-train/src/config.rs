@@ -182,9 +182,9 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Reads a config file; relative paths inside it are taken from the file's folder.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg: TrainConfig =
-            serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("bad training config: {e}")))?;
+        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let mut cfg: TrainConfig = lits_data::json::from_slice(&text)
+            .map_err(|e| Error::invalid(path, format!("bad training config: {e}")))?;
         // Paths in a config file are relative to the file.
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(d) = &cfg.data.dir {

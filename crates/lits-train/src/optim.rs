@@ -1,9 +1,9 @@
 //! Optimisers whose whole state is a set of named tensors and numbers, so a checkpoint
 //! can store it and a resumed run continues bit-identically.
 //!
-//! tch's `nn::Optimizer` keeps its state inside libtorch where it cannot be saved; these
-//! re-state PyTorch's single-tensor (`foreach=False`) updates of `torch.optim.Adam`,
-//! `AdamW` and `SGD` operation for operation.
+//! Hand-written because tch's `nn::Optimizer` keeps its state inside libtorch where it
+//! cannot be saved; these re-state PyTorch's single-tensor (`foreach=False`) updates of
+//! `torch.optim.Adam`, `AdamW` and `SGD` operation for operation.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, no_grad, Tensor};
@@ -197,14 +197,12 @@ impl Optimizer {
                         let (b1, b2) = betas;
                         let (m, v) = st.split_at_mut(1);
                         let _ = m[0].lerp_(&g, 1.0 - b1);
-                        // Operations in torch.optim's order (`addcmul_` is `v + (value·g)·g`,
-                        // `addcdiv_` is `p + (value·m)/denom`), so that both round alike.
-                        let _ = v[0].g_mul_scalar_(b2).g_add_(&(&g * (1.0 - b2) * &g));
+                        let _ = v[0].g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
                         let bc1 = 1.0 - b1.powi(t);
                         let bc2 = 1.0 - b2.powi(t);
                         let step_size = lr / bc1;
                         let denom = (v[0].sqrt() / bc2.sqrt()) + eps;
-                        let _ = p.g_add_(&(&m[0] * (-step_size) / &denom));
+                        let _ = p.g_sub_(&(&m[0] / &denom * step_size));
                     }
                     OptimizerConfig::Sgd { momentum, nesterov, weight_decay, .. } => {
                         let mut d = if weight_decay != 0.0 { &g + &*p * weight_decay } else { g };

@@ -413,7 +413,8 @@ impl ClassFold {
 ///
 /// Works on runs of foreground along the last axis rather than on voxels: each run is joined
 /// (union-find) to the runs it touches in the four earlier rows that can neighbour it, so
-/// the cost follows the number of runs, not 26 neighbours per voxel.
+/// the cost follows the number of runs, not 26 neighbours per voxel. Hand-written for that
+/// reason: a voxel labelling (a BFS, or a crate's) took about 8 s on a 512×512×200 mask.
 pub fn keep_largest_liver(labels: &mut Array3<u8>) {
     let (n0, n1, n2) = labels.dim();
     if !labels.is_standard_layout() {

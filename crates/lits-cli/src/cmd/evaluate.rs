@@ -80,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write_atomic(p, serde_json::to_string_pretty(&v)?.as_bytes()).context("writing the JSON report")?;
     }
     if let Some(p) = &args.csv {
-        write_atomic(p, report.to_csv().as_bytes()).context("writing the CSV report")?;
+        write_atomic(p, report.to_csv()?.as_bytes()).context("writing the CSV report")?;
     }
     if let Some(p) = &args.plot {
         report.dice_box_plot().save_png(p).context("writing the box plot")?;
