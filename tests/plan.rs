@@ -140,6 +140,8 @@ fn a_run_with_a_relative_dataset_resumes_and_evaluates_from_elsewhere_surveying_
     let whole: PathBuf = tmp.path().join("whole");
     let o = ok(traced(&cache).current_dir(&work).args(["train", "--config", "configs/rel.json", "--out"]).arg(&whole).output().unwrap());
     assert_eq!(surveys(&o.stderr), 1, "{}", text(&o.stderr));
+    // Logged to a pipe: no terminal colour codes.
+    assert!(!text(&o.stderr).contains('\u{1b}'), "colour codes in a log: {}", text(&o.stderr));
 
     // Relative --config and --out, stopped after one epoch.
     let o = ok(traced(&cache)

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use lits_data::atomic::write_atomic;
 use lits_eval::evaluate::{evaluate, CaseReport};
-use lits_train::evaluate::evaluate_run;
+use lits_infer::evaluate::evaluate_run;
 use lits_train::memory;
-use lits_train::predict::PredictOptions;
+use lits_infer::predict::PredictOptions;
 
 /// Arguments of `lits evaluate`.
 #[derive(Debug, clap::Args)]

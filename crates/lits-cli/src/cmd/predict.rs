@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use lits_train::memory;
-use lits_train::predict::{PredictOptions, Predictor};
+use lits_infer::predict::{PredictOptions, Predictor};
 
 /// Arguments of `lits predict`.
 #[derive(Debug, clap::Args)]

@@ -9,9 +9,9 @@ use lits_data::dataset::{self, Split};
 use lits_data::dataset::Case;
 use lits_eval::evaluate::{score_case, CaseReport, Report};
 
-use crate::error::{Error, Result};
+use lits_train::error::{Error, Result};
 use crate::predict::{PredictOptions, Prediction, Predictor};
-use crate::runlog::RunDir;
+use lits_train::runlog::RunDir;
 
 /// Segments every held-out case of the run in `run_dir` into `out_dir` (masks named as
 /// `lits predict` names them) and scores each against its reference, calling `progress`
@@ -30,7 +30,7 @@ pub fn evaluate_run(
     if held_out.is_empty() {
         return Err(Error::invalid(run.split(), "holds no held-out case (`val` and `test` are empty)"));
     }
-    let plan = crate::plan::read(&run.plans())?;
+    let plan = lits_train::plan::read(&run.plans())?;
     let dataset_dir = plan.dataset.clone();
     // A record of before plans held their cases: the dataset folder is listed instead.
     let cases: Vec<Case> = if plan.is_complete() {

@@ -36,12 +36,12 @@ use lits_eval::preview;
 use lits_model::inference;
 use lits_model::UNet3d;
 
-use crate::config::TrainConfig;
-use crate::plan::Plan;
-use crate::error::{Error, Result};
-use crate::memory;
-use crate::runlog::RunDir;
-use crate::seed::{self, Stream};
+use lits_train::config::TrainConfig;
+use lits_train::plan::Plan;
+use lits_train::error::{Error, Result};
+use lits_train::memory;
+use lits_train::runlog::RunDir;
+use lits_train::seed::{self, Stream};
 
 /// Voxel sizes outside this range (mm, per axis) are taken for a broken header: no CT
 /// has voxels of 10 µm or 10 cm.
@@ -142,7 +142,7 @@ impl Predictor {
         if !weights.is_file() {
             return Err(Error::invalid(run_dir, "holds neither best.safetensors nor last.safetensors: not a finished run"));
         }
-        let plans = crate::plan::read(&run.plans())?;
+        let plans = lits_train::plan::read(&run.plans())?;
         Self::load(&weights, &run.config(), Some(plans))
     }
 
@@ -152,7 +152,7 @@ impl Predictor {
     pub fn from_files(weights: &Path, config: &Path) -> Result<Self> {
         let plans_path = config.parent().unwrap_or(Path::new(".")).join("plans.json");
         let plans = if plans_path.is_file() {
-            Some(crate::plan::read(&plans_path)?)
+            Some(lits_train::plan::read(&plans_path)?)
         } else {
             None
         };
