@@ -133,6 +133,31 @@ fn masks_keep_geometry_bad_files_reported_with_peak_memory_bare_mode_is_argmax()
         .unwrap());
     python(CHECK_MASKS, &[&inputs, &out2]);
 
+    // A config whose model cannot be built: an error naming the file and field, no panic,
+    // nothing written; through --config and through a run directory alike.
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    cfg["model"]["base_channels"] = 0.into();
+    let bad_run = tmp.path().join("bad-run");
+    std::fs::create_dir(&bad_run).unwrap();
+    for f in ["best.safetensors", "plans.json"] {
+        std::fs::copy(run.join(f), bad_run.join(f)).unwrap();
+    }
+    std::fs::write(bad_run.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let out3 = tmp.path().join("out3");
+    for how in [vec!["--run".to_string(), bad_run.display().to_string()], vec![
+        "--weights".to_string(),
+        bad_run.join("best.safetensors").display().to_string(),
+        "--config".to_string(),
+        bad_run.join("config.json").display().to_string(),
+    ]] {
+        let o = lits(&cache).arg("predict").args(&how).arg(inputs.join("ras.nii.gz")).arg("--out").arg(&out3).output().unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{how:?}: {err}");
+        assert!(err.contains("config.json") && err.contains("base_channels") && err.contains("at least 1"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out3.exists(), "{how:?} left {}", out3.display());
+    }
+
     let bare = tmp.path().join("bare");
     predict_ok(&cache, &["--no-preprocess", "--no-postprocess", "--probabilities"], &run, &[inputs.join("ras.nii.gz")], &bare);
     python(CHECK_BARE, &[&inputs, &bare]);

@@ -161,6 +161,13 @@ impl Predictor {
 
     fn load(weights: &Path, config: &Path, plans: Option<Plan>) -> Result<Self> {
         let cfg = TrainConfig::from_file(config)?;
+        // A model the config cannot describe is refused naming the field, before any tensor.
+        cfg.model.validate().map_err(|e| match e {
+            lits_model::error::Error::Config { field, msg } => {
+                Error::invalid(config, format!("config field `model.{field}`: {msg}"))
+            }
+            e => Error::invalid(config, e.to_string()),
+        })?;
         let device = cfg.torch_device()?;
         let mut vs = nn::VarStore::new(device);
         let net = UNet3d::new(&vs.root(), &cfg.model);
