@@ -5,8 +5,7 @@
 
 use std::path::Path;
 
-use lits_data::dataset::{self, Split};
-use lits_data::dataset::Case;
+use lits_data::dataset::{self, Case, Split};
 use lits_eval::evaluate::{score_case, CaseReport, Report};
 
 use lits_train::error::{Error, Result};

@@ -203,7 +203,7 @@ impl TrainConfig {
     /// Makes every path of the config absolute (against the working directory), so that the
     /// run's recorded `config.json` means the same from any directory.
     pub fn absolutize_paths(&mut self) -> Result<()> {
-        let abs = |p: &Path| std::path::absolute(p).map_err(|e| Error::io(p, e));
+        let abs = crate::data::absolute;
         if let Some(d) = &self.data.dir {
             self.data.dir = Some(abs(d)?);
         }

@@ -9,7 +9,7 @@
 //! | `epoch-end:E` | after epoch `E`'s checkpoint, before the next epoch |
 //! | `checkpoint-write:E` | in the middle of writing epoch `E`'s checkpoint |
 //!
-//! Unset (as for every user), each check is one environment lookup per step.
+//! Unset (as for every user), each check compares with `None`.
 
 /// Where a run can be killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +38,10 @@ fn parse(text: &str) -> Option<Point> {
     parts.next().is_none().then_some(point)
 }
 
-/// Whether `LITS_FAILPOINT` names `point`.
+/// Whether `LITS_FAILPOINT` names `point` (read once per process: checked every step).
 pub fn armed(point: Point) -> bool {
-    std::env::var("LITS_FAILPOINT").ok().and_then(|t| parse(&t)) == Some(point)
+    static ARMED: std::sync::OnceLock<Option<Point>> = std::sync::OnceLock::new();
+    *ARMED.get_or_init(|| std::env::var("LITS_FAILPOINT").ok().and_then(|t| parse(&t))) == Some(point)
 }
 
 /// Kills this process with SIGKILL when `LITS_FAILPOINT` names `point`.

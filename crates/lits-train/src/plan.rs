@@ -94,7 +94,7 @@ fn version_1() -> u32 {
 }
 
 impl Plan {
-    /// The planned pairs with these ids (all when `ids` is `None`).
+    /// The image/label pairs of every planned case.
     pub fn pairs(&self) -> Vec<Pair> {
         self.cases.iter().map(|c| Pair { id: c.id, image: c.image.clone(), label: c.label.clone() }).collect()
     }

@@ -126,7 +126,7 @@ where
     };
     let mut out = Vec::new();
     for l in text.lines() {
-        match serde_json::from_str::<T>(l) {
+        match lits_data::json::from_slice::<T>(l.as_bytes()) {
             Ok(r) if epoch_of(&r) <= epoch => {
                 out.extend_from_slice(l.as_bytes());
                 out.push(b'\n');

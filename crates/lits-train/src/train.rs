@@ -139,12 +139,13 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     };
     runlog::truncate_after::<EpochRecord>(&run.metrics(), state.epochs_done, |r| r.epoch)?;
     runlog::truncate_after::<TimingRecord>(&run.timing(), state.epochs_done, |r| r.epoch)?;
-    // The run's own plan; a run killed before it was recorded is planned again.
-    let plan = match run.plans().is_file() {
-        true => plan::read(&run.plans())?,
-        false => plan::plan(&cfg)?,
+    // The run's own plan; a run killed before it was recorded (or recorded by a version
+    // whose plans held no cases) is planned again.
+    let recorded = run.plans().is_file().then(|| plan::read(&run.plans())).transpose()?;
+    let plan = match recorded.filter(plan::Plan::is_complete) {
+        Some(p) => p,
+        None => plan::plan(&cfg)?,
     };
-    let plan = if plan.is_complete() { plan } else { plan::plan(&cfg)? };
     let data = data::prepare(&cfg, plan, &run)?;
     run_loop(cfg, run, data, state, tensors, opts)
 }
