@@ -4,6 +4,11 @@
 // binaries start from any directory with no `LD_LIBRARY_PATH`, and it keeps
 // `libtorch_cuda.so` linked even though no Rust code names one of its symbols: without
 // `--no-as-needed` the linker drops it and CUDA is silently unavailable at run time.
+//
+// Two build options, for installs that move the libraries (the Docker images):
+// - `LITS_TORCH_CUDA=0` leaves `libtorch_cuda.so` out, for a CPU-only install that ships
+//   only `libtorch_cpu` and `libc10` (tch needs nothing of CUDA to run on the CPU).
+// - `LITS_TORCH_RPATH=DIR` bakes DIR into the run path instead of the build's library folder.
 
 use std::path::PathBuf;
 
@@ -23,8 +28,12 @@ pub fn emit() -> PathBuf {
     let lib = root.join("lib");
     // Re-run (and fail with the message above) when the set-up is removed or redone.
     println!("cargo:rerun-if-changed={}", lib.join("libtorch_cpu.so").display());
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    if lib.join("libtorch_cuda.so").exists() {
+    println!("cargo:rerun-if-env-changed=LITS_TORCH_RPATH");
+    println!("cargo:rerun-if-env-changed=LITS_TORCH_CUDA");
+    let rpath = std::env::var_os("LITS_TORCH_RPATH").map_or_else(|| lib.clone(), PathBuf::from);
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", rpath.display());
+    let cuda = std::env::var("LITS_TORCH_CUDA").as_deref() != Ok("0");
+    if cuda && lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
