@@ -25,10 +25,10 @@ alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
 # Stops the process group led by the server (uvicorn runs its workers as children).
 stop_pid() {
-  local pid=$1 i
+  local pid=$1
   alive "$pid" || return 0
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do alive "$pid" || return 0; sleep 0.2; done
+  for _ in $(seq 50); do alive "$pid" || return 0; sleep 0.2; done
   kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 }
 
@@ -46,7 +46,9 @@ start)
       *) usage ;;
     esac
   done
-  [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -le 65535 ] || die "port must be a number from 0 to 65535, got '$port'"
+  if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -gt 65535 ]; then
+    die "port must be a number from 0 to 65535, got '$port'"
+  fi
   [ -x "$mlflow" ] || die "$mlflow not found; run scripts/setup.sh first"
   mkdir -p "$dir" || die "cannot create $dir"
   dir=$(cd "$dir" && pwd)
