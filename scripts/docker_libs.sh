@@ -2,7 +2,9 @@
 # Used by the Docker build stages: moves the torch wheel's libraries that a lits binary
 # loads out of .venv into DEST, keeping their layout below site-packages (torch/lib,
 # nvidia/*/lib) so the libraries' own run paths ($ORIGIN/../../nvidia/...) still hold, and
-# leaves symbolic links behind so the build can still link against .venv/libtorch.
+# leaves symbolic links behind so the build can still link against .venv/libtorch. Then it
+# removes from site-packages what the build does not need (torch's Python code, the rest of
+# the nvidia-* wheels, triton...): .venv keeps torch's headers and the libraries' links.
 #
 #   scripts/docker_libs.sh cpu|cuda DEST
 #
@@ -44,3 +46,10 @@ for f in "${libs[@]}"; do
   ln -s "$dest/$rel" "$f"
 done
 echo "docker_libs: moved ${#libs[@]} libraries ($(du -sh "$dest" | cut -f1)) to $dest"
+
+# The links under nvidia/ stay: the linker follows libtorch's run paths through them.
+find "$sp" -mindepth 1 -maxdepth 1 ! -name torch ! -name nvidia -exec rm -rf {} +
+find "$sp/nvidia" ! -type l ! -type d -delete
+find "$sp/torch" -mindepth 1 -maxdepth 1 ! -name include ! -name lib ! -name share ! -name build-version \
+  -exec rm -rf {} +
+echo "docker_libs: .venv keeps $(du -sh "$sp" | cut -f1) (torch's headers and library links)"

@@ -26,8 +26,8 @@ cd "$root"
 cache=${LITS_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lits/docker}
 mirror=${LITS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 tag=${LITS_DOCKER_TAG:-test}
-# What the build cache may keep between runs (the CUDA wheels alone are about 3 GB).
-keep_storage=${LITS_DOCKER_KEEP_STORAGE:-16GB}
+# What the build cache may keep between runs (the CUDA build stage alone holds 3.5 GB).
+keep_storage=${LITS_DOCKER_KEEP_STORAGE:-12GB}
 
 die() { echo "docker_test: error: $*" >&2; exit 1; }
 say() { echo "docker_test: [$(date +%T), $((SECONDS))s] $*"; }
@@ -41,8 +41,13 @@ cleanup() {
     kill "$dockerd_pid" 2>/dev/null || true
     for _ in $(seq 60); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.5; done
   fi
-  # The test's runs may belong to another user; they are ours to remove.
-  rm -rf "$work"
+  # Mounts a killed build container may leave in the daemon's folder, then the folder (the
+  # test's runs may belong to another user; they are ours to remove).
+  local mnt
+  while read -r _ mnt _; do
+    case "$mnt" in "$work"/*) umount -l "$mnt" 2>/dev/null || true ;; esac
+  done < /proc/mounts
+  rm -rf "$work" || true
   exit "$rc"
 }
 trap cleanup EXIT
