@@ -22,5 +22,5 @@ pub mod rng;
 pub mod synth;
 pub mod volume;
 
-pub use error::{Error, Result};
+pub use error::{Error, Problems, Result};
 pub use volume::{Image, Labels, Volume};

@@ -21,10 +21,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::crop::padded_block;
 use crate::rng::SeededRng;
-use crate::{Error, Image, Labels, Result};
+use crate::{Error, Image, Labels, Problems, Result};
 
 /// Foreground voxels kept per class and case to centre patches on (evenly strided).
 const FOREGROUND_PER_CLASS: usize = 10_000;
+
+/// The largest patch side a config may ask for (the original's 128 with room to grow;
+/// a batch of 512³ patches already needs tens of GB of activations).
+pub const MAX_PATCH_SIDE: usize = 512;
+
+/// The largest batch a config may ask for.
+pub const MAX_BATCH: usize = 1024;
 
 /// How patches are cut and augmented.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,68 +105,43 @@ impl Augment {
 }
 
 impl PatchConfig {
-    /// Checks the config against the shapes of the cases it will sample from, before
-    /// training starts. Patches larger than a case are allowed (they are padded); what
-    /// cannot work is an error naming the field.
-    pub fn validate(&self, shapes: &[[usize; 3]]) -> Result<()> {
-        let bad = |field: &str, msg: String| {
-            Err(Error::Config {
-                field: field.into(),
-                msg,
-            })
-        };
-        if self.patch.contains(&0) {
-            return bad("patch", format!("{:?} has an empty axis", self.patch));
-        }
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be at least 1".into());
-        }
-        if !(0.0..=1.0).contains(&self.foreground_fraction) {
-            return bad(
-                "foreground_fraction",
-                format!("{} is not in 0..1", self.foreground_fraction),
-            );
-        }
+    /// Records every value that cannot work, without any data (before a case is read or
+    /// generated).
+    pub fn check(&self, p: &mut Problems) {
+        p.require(!self.patch.contains(&0), "patch", || format!("{:?} has an empty axis", self.patch));
+        p.require(self.patch.iter().all(|&n| n <= MAX_PATCH_SIDE), "patch", || {
+            format!("{:?}: each side must be at most {MAX_PATCH_SIDE} voxels", self.patch)
+        });
+        p.require(self.batch_size >= 1, "batch_size", || "must be at least 1".into());
+        p.require(self.batch_size <= MAX_BATCH, "batch_size", || format!("{} is more than {MAX_BATCH}", self.batch_size));
+        p.require((0.0..=1.0).contains(&self.foreground_fraction), "foreground_fraction", || {
+            format!("{} is not in 0..1", self.foreground_fraction)
+        });
         let a = &self.augment;
-        for (field, p) in [
-            ("augment.flip_probability", a.flip_probability),
-            ("augment.noise_probability", a.noise_probability),
-        ] {
-            if !(0.0..=1.0).contains(&p) {
-                return bad(field, format!("{p} is not a probability"));
+        p.under("augment", |p| {
+            for (field, v) in [("flip_probability", a.flip_probability), ("noise_probability", a.noise_probability)] {
+                p.require((0.0..=1.0).contains(&v), field, || format!("{v} is not a probability"));
             }
-        }
-        for (field, v) in [
-            ("augment.scale", a.scale),
-            ("augment.shift", a.shift),
-            ("augment.noise_std", a.noise_std),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return bad(field, format!("{v} must be a non-negative number"));
+            for (field, v) in [("scale", a.scale), ("shift", a.shift), ("noise_std", a.noise_std)] {
+                p.require(v.is_finite() && v >= 0.0, field, || format!("{v} must be a non-negative number"));
             }
-        }
-        if a.scale >= 1.0 {
-            return bad(
-                "augment.scale",
-                format!("{} would allow a zero or negative factor", a.scale),
-            );
-        }
-        if a.rotate90 && self.patch[0] != self.patch[1] {
-            return bad(
-                "augment.rotate90",
-                format!(
-                    "in-plane rotation needs a square patch in its first two axes, got {:?}",
-                    self.patch
-                ),
-            );
-        }
-        if shapes.is_empty() {
-            return bad("cases", "there are no cases to sample patches from".into());
-        }
+            p.require(a.scale.is_nan() || a.scale < 1.0, "scale", || format!("{} would allow a zero or negative factor", a.scale));
+            p.require(!a.rotate90 || self.patch[0] == self.patch[1], "rotate90", || {
+                format!("in-plane rotation needs a square patch in its first two axes, got {:?}", self.patch)
+            });
+        });
+    }
+
+    /// Checks the config (see [`PatchConfig::check`]) and the shapes of the cases it will
+    /// sample from. Patches larger than a case are allowed (they are padded).
+    pub fn validate(&self, shapes: &[[usize; 3]]) -> Result<()> {
+        let mut p = Problems::new();
+        self.check(&mut p);
+        p.require(!shapes.is_empty(), "cases", || "there are no cases to sample patches from".into());
         if let Some(s) = shapes.iter().find(|s| s.contains(&0)) {
-            return bad("cases", format!("a case has an empty axis: {s:?}"));
+            p.add("cases", format!("a case has an empty axis: {s:?}"));
         }
-        Ok(())
+        p.into_result()
     }
 
     /// Voxels of padding a patch needs per axis on the smallest case (0 where every case is

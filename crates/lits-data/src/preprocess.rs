@@ -21,7 +21,7 @@ use crate::crop::{self, padded_block, BBox, Crop, CropRecord};
 use crate::intensity::Intensity;
 use crate::orient;
 use crate::resample::{self, Alignment, Grid, LabelInterp};
-use crate::{Error, Image, Labels, Result, Volume};
+use crate::{Error, Image, Labels, Problems, Result, Volume};
 
 /// How a dataset is preprocessed. Written as JSON with a `mode` field, e.g.
 /// `{"mode": "spacing", "target_spacing": [1.5, 1.5, 1.5]}` or `{"mode": "mlfcore"}`.
@@ -73,6 +73,14 @@ impl Default for SpacingConfig {
     }
 }
 
+/// The edge of the largest cube the mlf-core mode may cut (the original's is 128).
+pub const MAX_CUBE: usize = 512;
+
+/// The most voxels a prepared case may have (4 GiB of float32, about 8 times a LiTS scan
+/// at 0.8 × 0.8 × 1.5 mm); a header that asks for more is broken, and is refused before
+/// anything is allocated.
+pub const MAX_PREPARED_VOXELS: u64 = 1 << 30;
+
 /// Settings of [`PreprocessConfig::Mlfcore`]; the defaults are the original's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,37 +109,29 @@ impl PreprocessConfig {
         Ok(cfg)
     }
 
-    /// Checks the numbers without any data.
+    /// Checks the numbers without any data (every problem at once).
     pub fn validate(&self) -> Result<()> {
+        let mut p = Problems::new();
+        self.check(&mut p);
+        p.into_result()
+    }
+
+    /// Records every value that cannot work, without any data.
+    pub fn check(&self, p: &mut Problems) {
         match self {
             PreprocessConfig::Spacing(c) => {
                 if let Some(t) = c.target_spacing {
-                    if t.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-                        return Err(Error::Config {
-                            field: "target_spacing".into(),
-                            msg: format!("{t:?} must be three positive numbers (mm)"),
-                        });
-                    }
+                    p.require(t.iter().all(|v| v.is_finite() && *v > 0.0), "target_spacing", || {
+                        format!("{t:?} must be three positive numbers (mm)")
+                    });
                 }
-                c.intensity.validate()
+                p.take("intensity", c.intensity.validate());
             }
             PreprocessConfig::Mlfcore(c) => {
-                if c.slices == 0 || c.slices % 2 != 0 {
-                    return Err(Error::Config {
-                        field: "slices".into(),
-                        msg: format!(
-                            "{} must be a positive even number (it is pooled 2×2×2)",
-                            c.slices
-                        ),
-                    });
-                }
-                if c.cube == 0 {
-                    return Err(Error::Config {
-                        field: "cube".into(),
-                        msg: "must be positive".into(),
-                    });
-                }
-                Ok(())
+                p.require(c.slices > 0 && c.slices % 2 == 0 && c.slices <= 2 * MAX_CUBE, "slices", || {
+                    format!("{} must be a positive even number (it is pooled 2×2×2) up to {}", c.slices, 2 * MAX_CUBE)
+                });
+                p.require((1..=MAX_CUBE).contains(&c.cube), "cube", || format!("{} must be in 1..={MAX_CUBE}", c.cube));
             }
         }
     }
@@ -176,6 +176,8 @@ impl PreprocessConfig {
                 "image and labels must share a grid"
             );
         }
+        // The grid is bounded before anything is allocated.
+        self.uncropped_shape(image.shape(), image.spacing, &image.affine, median_spacing)?;
         match self {
             PreprocessConfig::Spacing(c) => {
                 prepare_spacing(c, c.target(median_spacing)?, image, labels)
@@ -203,7 +205,17 @@ impl PreprocessConfig {
                     spacing: working_spacing(self, spacing, affine),
                     affine: *affine,
                 };
-                Ok(grid.with_spacing(c.target(median_spacing)?, c.alignment)?.shape)
+                let out = grid.with_spacing(c.target(median_spacing)?, c.alignment)?.shape;
+                let voxels = out.iter().fold(1u64, |n, &a| n.saturating_mul(a as u64));
+                if voxels > MAX_PREPARED_VOXELS {
+                    return Err(Error::Config {
+                        field: "spacing".into(),
+                        msg: format!(
+                            "voxel size {spacing:?} mm would be resampled to a {out:?} grid ({voxels} voxels, more than {MAX_PREPARED_VOXELS}): check the header's pixdim"
+                        ),
+                    });
+                }
+                Ok(out)
             }
         }
     }

@@ -22,10 +22,16 @@ use ndarray::{Array3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Problems, Result};
 use crate::nifti::{write_image, write_labels, Geometry, ImageDtype};
 use crate::rng::SeededRng;
 use crate::volume::{Image, Labels, Volume};
+
+/// The most cases a phantom dataset may have.
+pub const MAX_CASES: usize = 10_000;
+
+/// The most voxels a phantom may have (a LiTS-sized 512 × 512 × 1024 scan).
+pub const MAX_CASE_VOXELS: u64 = 1 << 28;
 
 /// What `lits synth` generates. Ranges are `[min, max]`, drawn per case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,31 +70,40 @@ impl Default for SynthConfig {
 }
 
 impl SynthConfig {
-    /// Checks that every range is ordered and usable.
+    /// Checks that every range is ordered and usable (every problem at once).
     pub fn validate(&self) -> Result<()> {
-        fn bad(field: &str, msg: String) -> Error {
-            Error::Config { field: field.into(), msg }
-        }
-        if self.cases == 0 || self.cases > u32::MAX as usize {
-            return Err(bad("cases", format!("{} cases: need at least one (ids must fit u32)", self.cases)));
-        }
+        let mut p = Problems::new();
+        self.check(&mut p);
+        p.into_result()
+    }
+
+    /// Records every range that is not ordered or usable, and a size whose cases would not
+    /// fit in memory, before anything is generated.
+    pub fn check(&self, p: &mut Problems) {
+        p.require((1..=MAX_CASES).contains(&self.cases), "cases", || {
+            format!("{} cases: need 1..={MAX_CASES}", self.cases)
+        });
         let counts = [("in_plane_voxels", self.in_plane_voxels, 16), ("slices", self.slices, 8)];
         for (field, [lo, hi], min) in counts {
-            if lo < min || lo > hi || hi > 2048 {
-                return Err(bad(field, format!("[{lo}, {hi}] must be ordered within {min}..=2048")));
-            }
+            p.require(lo >= min && lo <= hi && hi <= 2048, field, || format!("[{lo}, {hi}] must be ordered within {min}..=2048"));
         }
+        let largest = (self.in_plane_voxels[1] as u64).pow(2) * self.slices[1] as u64;
+        p.require(largest <= MAX_CASE_VOXELS, "in_plane_voxels", || {
+            format!(
+                "the largest case would have {}² × {} = {largest} voxels, more than {MAX_CASE_VOXELS}",
+                self.in_plane_voxels[1], self.slices[1]
+            )
+        });
         let mm = [
             ("in_plane_spacing_mm", self.in_plane_spacing_mm, 0.1, 20.0),
             ("slice_spacing_mm", self.slice_spacing_mm, 0.1, 20.0),
             ("noise_sd_hu", self.noise_sd_hu, 0.0, 500.0),
         ];
         for (field, [lo, hi], min, max) in mm {
-            if !(lo.is_finite() && hi.is_finite() && min <= lo && lo <= hi && hi <= max) {
-                return Err(bad(field, format!("[{lo}, {hi}] must be ordered within {min}..={max}")));
-            }
+            p.require(lo.is_finite() && hi.is_finite() && min <= lo && lo <= hi && hi <= max, field, || {
+                format!("[{lo}, {hi}] must be ordered within {min}..={max}")
+            });
         }
-        Ok(())
     }
 }
 

@@ -230,8 +230,16 @@ pub fn score_labels(pred: &Labels, reference: &Labels) -> CaseScores {
 }
 
 /// Whether `pred` can be scored against `reference`: same shape, same affine (within
-/// float32 storage precision), labels within 0..=2. The error names the offending file.
+/// float32 storage precision), labels within 0..=2, and a reference voxel size (its
+/// pixdim, which the distances are measured in) that is finite and positive. The error
+/// names the offending file.
 pub fn check_pair(pred: &Labels, pred_path: &Path, reference: &Labels, ref_path: &Path) -> Result<()> {
+    if reference.spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(Error::invalid(
+            ref_path,
+            format!("voxel size {:?} mm (pixdim): surface distances need a finite, positive voxel size", reference.spacing),
+        ));
+    }
     if let Some(m) = lits_data::volume::grid_mismatch(reference, pred, "the reference's") {
         return Err(Error::invalid(pred_path, format!("{m} ({})", ref_path.display())));
     }
@@ -383,8 +391,15 @@ impl Mean {
 /// LiTS summary of one structure over the scored cases.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StructureSummary {
-    /// Mean of the per-case Dice (LiTS "Dice per case").
+    /// Mean of the per-case Dice (LiTS "Dice per case"). A case whose reference and
+    /// prediction both lack the structure scores 1 here.
     pub dice_per_case: Mean,
+    /// Mean of the per-case Dice over the cases whose reference has the structure: a
+    /// tumor-free case predicted empty adds nothing, a model that never finds the
+    /// structure scores 0.
+    pub dice_per_case_present: Mean,
+    /// The lowest Dice of a case whose reference has the structure.
+    pub dice_min_present: Option<f64>,
     /// 2ΣI / Σ(|P| + |R|) over all cases, as if they were one volume (LiTS "Dice global");
     /// 1 when every mask is empty.
     pub dice_global: Option<f64>,
@@ -412,6 +427,8 @@ impl StructureSummary {
         let (i, s) = scores.clone().fold((0u64, 0u64), |(i, s), x| (i + x.intersection, s + x.pred_voxels + x.ref_voxels));
         StructureSummary {
             dice_per_case: m(|x| Some(x.dice)),
+            dice_per_case_present: m(|x| (x.ref_voxels > 0).then_some(x.dice)),
+            dice_min_present: scores.clone().filter(|x| x.ref_voxels > 0).map(|x| x.dice).reduce(f64::min),
             dice_global: scores.clone().next().map(|_| if s == 0 { 1.0 } else { 2.0 * i as f64 / s as f64 }),
             jaccard: m(|x| Some(x.jaccard)),
             voe: m(|x| Some(x.voe)),
@@ -626,6 +643,15 @@ impl Report {
                 f(x.hd95.mean),
             );
         }
+        for (name, x) in [("liver", &s.liver), ("tumor", &s.tumor)] {
+            let _ = writeln!(
+                t,
+                "{name} Dice per case on the {} case(s) whose reference has {name}: {} (lowest {})",
+                x.dice_per_case_present.n,
+                f(x.dice_per_case_present.mean),
+                f(x.dice_min_present)
+            );
+        }
         let i = &s.iou_original;
         let _ = writeln!(
             t,
@@ -745,6 +771,19 @@ mod tests {
         assert_eq!(s.rvd.n, 2);
         assert_eq!(s.reference_empty, 0);
         assert_eq!(StructureSummary::of([].into_iter()).dice_global, None);
+    }
+
+    #[test]
+    fn cases_without_the_structure_do_not_inflate_its_present_dice() {
+        // A tumor-free case predicted empty (Dice 1), one found well, one missed.
+        let free = Scores::new(0, 0, 0, None);
+        let found = Scores::new(8, 10, 10, Some(SurfaceDistances { assd: 1.0, rmsd: 1.0, msd: 2.0, hd95: 2.0 }));
+        let missed = Scores::new(0, 0, 30, None);
+        let s = StructureSummary::of([&free, &found, &missed].into_iter());
+        assert_eq!(s.dice_per_case.mean, Some(1.8 / 3.0));
+        assert_eq!(s.dice_per_case_present, Mean { mean: Some(0.4), n: 2 });
+        assert_eq!(s.dice_min_present, Some(0.0));
+        assert_eq!(StructureSummary::of([&free].into_iter()).dice_min_present, None);
     }
 
     #[test]

@@ -14,13 +14,15 @@ use lits_train::runlog::RunDir;
 
 /// Segments every held-out case of the run in `run_dir` into `out_dir` (masks named as
 /// `lits predict` names them) and scores each against its reference, calling `progress`
-/// after each case with its report and, when it was segmented, the prediction. A case that
+/// after each case with its report and, when it was segmented, the prediction; `device` as
+/// for [`Predictor::from_run_on`]. A case that
 /// cannot be segmented or scored gets its error and the others go on; only an unusable run
 /// or dataset is an `Err`.
 pub fn evaluate_run(
     run_dir: &Path,
     out_dir: &Path,
     opts: &PredictOptions,
+    device: Option<&str>,
     mut progress: impl FnMut(&CaseReport, Option<&Prediction>),
 ) -> Result<Report> {
     let run = RunDir::new(run_dir);
@@ -45,7 +47,7 @@ pub fn evaluate_run(
         let ds = dataset::discover_images(&dataset_dir)?;
         ds.select(&held_out)?.into_iter().cloned().collect()
     };
-    let predictor = Predictor::from_run(run_dir)?;
+    let predictor = Predictor::from_run_on(run_dir, device)?;
     predictor.check_options(opts)?;
     let failed = |id, reference: &Path, error: String| CaseReport {
         id,

@@ -29,14 +29,14 @@ use std::time::Instant;
 use ndarray::Array3;
 use tch::{nn, Device, Kind, Tensor};
 
-use lits_data::nifti::{self, ImageDtype};
+use lits_data::nifti::{self, Geometry, ImageDtype};
 use lits_data::preprocess::{CaseRecord, PreprocessConfig};
 use lits_data::{Image, Labels, Volume};
 use lits_eval::preview;
 use lits_model::inference;
 use lits_model::UNet3d;
 
-use lits_train::config::TrainConfig;
+use lits_train::config::{parse_device, TrainConfig};
 use lits_train::plan::Plan;
 use lits_train::error::{Error, Result};
 use lits_train::memory;
@@ -47,9 +47,7 @@ use lits_train::seed::{self, Stream};
 /// has voxels of 10 µm or 10 cm.
 pub const PLAUSIBLE_SPACING_MM: [f64; 2] = [0.01, 100.0];
 
-/// The most voxels a prepared scan may have (2³⁰: 4 GiB as float32, 12 GiB of
-/// probabilities); beyond, the header's spacing is taken for wrong.
-pub const MAX_PREPARED_VOXELS: u64 = 1 << 30;
+pub use lits_data::preprocess::MAX_PREPARED_VOXELS;
 
 /// What [`Predictor::predict_file`] does besides the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +119,8 @@ impl Timings {
 pub struct Predictor {
     // The variables must outlive the network built on them.
     _vs: nn::VarStore,
-    net: UNet3d,
-    cfg: TrainConfig,
+    pub(crate) net: UNet3d,
+    pub(crate) cfg: TrainConfig,
     plans: Option<Plan>,
     device: Device,
 }
@@ -137,38 +135,50 @@ impl Predictor {
     /// The model of a run directory: `best.safetensors` (or `last.safetensors` when no
     /// validation picked a best epoch), `config.json` and `plans.json`.
     pub fn from_run(run_dir: &Path) -> Result<Self> {
+        Self::from_run_on(run_dir, None)
+    }
+
+    /// [`Predictor::from_run`] on `device` (`cpu`, `cuda`, `cuda:N`); `None`: the run's
+    /// device when this machine has it, else the CPU (saying so).
+    pub fn from_run_on(run_dir: &Path, device: Option<&str>) -> Result<Self> {
         let run = RunDir::new(run_dir);
         let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
         if !weights.is_file() {
             return Err(Error::invalid(run_dir, "holds neither best.safetensors nor last.safetensors: not a finished run"));
         }
         let plans = lits_train::plan::read(&run.plans())?;
-        Self::load(&weights, &run.config(), Some(plans))
+        Self::load(&weights, &run.config(), Some(plans), device)
     }
 
     /// A model from a weights file and a training config. Preprocessing statistics come
     /// from a `plans.json` next to the config when there is one; without it only
     /// preprocessing that needs no dataset statistics can run.
     pub fn from_files(weights: &Path, config: &Path) -> Result<Self> {
+        Self::from_files_on(weights, config, None)
+    }
+
+    /// [`Predictor::from_files`] on `device`, chosen as for [`Predictor::from_run_on`].
+    pub fn from_files_on(weights: &Path, config: &Path, device: Option<&str>) -> Result<Self> {
         let plans_path = config.parent().unwrap_or(Path::new(".")).join("plans.json");
         let plans = if plans_path.is_file() {
             Some(lits_train::plan::read(&plans_path)?)
         } else {
             None
         };
-        Self::load(weights, config, plans)
+        Self::load(weights, config, plans, device)
     }
 
-    fn load(weights: &Path, config: &Path, plans: Option<Plan>) -> Result<Self> {
-        let cfg = TrainConfig::from_file(config)?;
+    fn load(weights: &Path, config: &Path, plans: Option<Plan>, device: Option<&str>) -> Result<Self> {
+        let mut cfg = TrainConfig::from_file(config)?;
         // A model the config cannot describe is refused naming the field, before any tensor.
-        cfg.model.validate().map_err(|e| match e {
-            lits_model::error::Error::Config { field, msg } => {
-                Error::invalid(config, format!("config field `model.{field}`: {msg}"))
-            }
-            e => Error::invalid(config, e.to_string()),
-        })?;
-        let device = cfg.torch_device()?;
+        let mut problems = lits_data::Problems::new();
+        problems.under("model", |p| cfg.model.check(p));
+        problems.into_result().map_err(|e| Error::invalid(config, e.to_string()))?;
+        let device = choose_device(&cfg.device, device).map_err(|e| Error::invalid(config, e))?;
+        cfg.device = match device {
+            Device::Cuda(n) => format!("cuda:{n}"),
+            _ => "cpu".into(),
+        };
         let mut vs = nn::VarStore::new(device);
         let net = UNet3d::new(&vs.root(), &cfg.model);
         lits_model::weights::load_safetensors(&mut vs, weights)?;
@@ -192,57 +202,25 @@ impl Predictor {
         memory::reset_peak();
         let start = Instant::now();
         let mut timings = Timings::default();
-        let (image, geom) = nifti::read_image(input)?;
-        timings.read = start.elapsed().as_secs_f64();
-        // The preview needs only the windowed grey levels, a quarter of the scan's size.
-        let grey = opts.preview.then(|| preview::soft_tissue(&image));
-        let named = |e: Error| match e {
-            // Name the scan in errors that would otherwise only name a field.
-            Error::Config { field, msg } => Error::invalid(input, format!("{field}: {msg}")),
-            Error::Data(lits_data::Error::Config { field, msg }) => Error::invalid(input, format!("{field}: {msg}")),
-            other => other,
-        };
-        let (probs, record) = if opts.preprocess {
-            let (preprocess, median) = self.preprocessing();
-            check_scan(preprocess, median, &image).map_err(named)?;
-            let t = Instant::now();
-            let prepared = self.prepare(&image).map_err(named)?;
-            timings.preprocess = t.elapsed().as_secs_f64();
-            drop(image);
-            (self.infer(prepared.0, opts, &mut timings.network).map_err(named)?, Some(prepared.1))
-        } else {
-            (self.infer(image, opts, &mut timings.network).map_err(named)?, None)
-        };
+        let Scan { image, record, geom, grey } = self.read_scan(input, opts.preprocess, opts.preview, &mut timings)?;
+        let probs = self.infer(image, opts, &mut timings.network).map_err(|e| named(input, e))?;
 
         std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
         let name = output_name(input);
         let stem = name.trim_end_matches(".nii.gz").to_string();
-        // Classes are folded on the restored grid before its reorientation back to the
-        // scan's axes, so that only the results are reoriented, not every class.
         let mut extra = Vec::new();
-        let mut fold = None;
-        for (c, p) in probs.into_iter().enumerate() {
-            let p = match &record {
-                Some(r) => {
-                    let restored = r.restore_image_oriented(&p, if c == 0 { 1.0 } else { 0.0 });
-                    drop(p);
-                    restored.map_err(|e| named(e.into()))?
-                }
-                None => p,
-            };
+        let (labels, entropy) = fold_classes(input, probs, &record, opts.uncertainty.is_some(), |c, p| {
             if opts.probabilities {
                 let path = out_dir.join(format!("{stem}_prob{c}.nii.gz"));
                 let p = match &record {
-                    Some(r) => r.to_source_ref(&p),
-                    None => Cow::Borrowed(&p),
+                    Some(r) => r.to_source_ref(p),
+                    None => Cow::Borrowed(p),
                 };
                 nifti::write_image(&path, &p, &geom, ImageDtype::F32)?;
                 extra.push(path);
             }
-            let fold = fold.get_or_insert_with(|| ClassFold::new(&p, opts.uncertainty.is_some()));
-            fold.add(c as u8, p.data);
-        }
-        let (labels, entropy) = fold.expect("the network has at least one class").finish();
+            Ok(())
+        })?;
         if let Some(h) = entropy {
             let path = out_dir.join(format!("{stem}_uncertainty.nii.gz"));
             nifti::write_image(&path, &to_source(&record, h), &geom, ImageDtype::F32)?;
@@ -261,6 +239,26 @@ impl Predictor {
         }
         timings.rest = start.elapsed().as_secs_f64() - timings.read - timings.preprocess - timings.network;
         Ok(Prediction { mask: out, extra, peak_memory: memory::peak_resident_bytes(), timings })
+    }
+
+    /// Reads `input` and, with `preprocess`, checks and prepares it as in training (the
+    /// scan's own voxels are let go once prepared); with `preview`, keeps its soft-tissue
+    /// grey levels. Times `read` and `preprocess`.
+    pub(crate) fn read_scan(&self, input: &Path, preprocess: bool, preview: bool, timings: &mut Timings) -> Result<Scan> {
+        let start = Instant::now();
+        let (image, geom) = nifti::read_image(input)?;
+        timings.read = start.elapsed().as_secs_f64();
+        // The preview needs only the windowed grey levels, a quarter of the scan's size.
+        let grey = preview.then(|| preview::soft_tissue(&image));
+        if !preprocess {
+            return Ok(Scan { image, record: None, geom, grey });
+        }
+        let (config, median) = self.preprocessing();
+        check_scan(config, median, &image).map_err(|e| named(input, e))?;
+        let t = Instant::now();
+        let (image, record) = self.prepare(&image).map_err(|e| named(input, e))?;
+        timings.preprocess = t.elapsed().as_secs_f64();
+        Ok(Scan { image, record: Some(record), geom, grey })
     }
 
     /// The preprocessing config and the dataset's median spacing it may need.
@@ -290,6 +288,26 @@ impl Predictor {
     fn infer(&self, image: Image, opts: &PredictOptions, network: &mut f64) -> Result<Vec<Image>> {
         let mut sw = self.cfg.validation.sliding_window.clone();
         sw.mirror_tta = opts.tta;
+        self.run_network(image, network, |x| match opts.uncertainty {
+            Some(passes) => {
+                // Seeded per scan, not per position in a folder: a scan's result does not
+                // depend on what was segmented before it.
+                tch::manual_seed(seed::derive(self.cfg.seed, Stream::McDropout, 0) as i64);
+                Ok(tch::no_grad(|| inference::predict_mc_dropout(&self.net, x, &sw, passes))?)
+            }
+            None => Ok(tch::no_grad(|| inference::predict(&self.net, x, &sw))?),
+        })
+    }
+
+    /// `net` (a sliding window) over a single-channel volume on the model's device, its
+    /// output `[K, D, H, W]` split into K maps on the volume's grid. The volume is let go as
+    /// soon as the network has its copy; the time of `net` alone goes to `network`.
+    pub(crate) fn run_network(
+        &self,
+        image: Image,
+        network: &mut f64,
+        net: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<Image>> {
         let shape = image.shape();
         let (spacing, affine) = (image.spacing, image.affine);
         let x = {
@@ -306,15 +324,7 @@ impl Predictor {
         };
         drop(image);
         let t = Instant::now();
-        let probs = match opts.uncertainty {
-            Some(passes) => {
-                // Seeded per scan, not per position in a folder: a scan's result does not
-                // depend on what was segmented before it.
-                tch::manual_seed(seed::derive(self.cfg.seed, Stream::McDropout, 0) as i64);
-                tch::no_grad(|| inference::predict_mc_dropout(&self.net, &x, &sw, passes))?
-            }
-            None => tch::no_grad(|| inference::predict(&self.net, &x, &sw))?,
-        };
+        let probs = net(&x)?;
         // CUDA work is asynchronous: wait for it before reading the clock.
         if let Device::Cuda(i) = self.device {
             tch::Cuda::synchronize(i as i64);
@@ -332,6 +342,23 @@ impl Predictor {
     }
 }
 
+/// The device to predict on: `requested` (`--device`) when given and present; else the
+/// run's `trained_on` when this machine has it, else the CPU, saying so (a run trained on
+/// a GPU node is usable on a laptop).
+pub fn choose_device(trained_on: &str, requested: Option<&str>) -> std::result::Result<Device, String> {
+    if let Some(r) = requested {
+        return parse_device(r).map_err(|e| format!("--device: {e}"));
+    }
+    match parse_device(trained_on) {
+        Ok(d) => Ok(d),
+        Err(why) if trained_on.trim().starts_with("cuda") => {
+            tracing::warn!("the model was trained on `{}`, which this machine lacks ({why}); running on the CPU", trained_on.trim());
+            Ok(Device::Cpu)
+        }
+        Err(why) => Err(format!("config field `device`: {why}")),
+    }
+}
+
 /// Refuses a scan whose voxel size no CT has, or that `preprocess` would blow up beyond
 /// [`MAX_PREPARED_VOXELS`] (both the sign of a broken header), before any work.
 pub fn check_scan(preprocess: &PreprocessConfig, median_spacing: Option<[f64; 3]>, image: &Image) -> Result<()> {
@@ -342,23 +369,63 @@ pub fn check_scan(preprocess: &PreprocessConfig, median_spacing: Option<[f64; 3]
             format!("voxel size {:?} mm is not a CT's (each axis must be {lo}..{hi} mm): check the header's pixdim", image.spacing),
         ));
     }
-    let shape = preprocess.uncropped_shape(image.shape(), image.spacing, &image.affine, median_spacing)?;
-    let voxels: u64 = shape.iter().map(|&n| n as u64).product();
-    if voxels > MAX_PREPARED_VOXELS {
-        return Err(Error::config(
-            "spacing",
-            format!(
-                "voxel size {:?} mm would be resampled to a {shape:?} grid ({voxels} voxels, more than {MAX_PREPARED_VOXELS}): check the header's pixdim",
-                image.spacing
-            ),
-        ));
-    }
+    // The preprocessing refuses a grid beyond its bound (MAX_PREPARED_VOXELS).
+    preprocess.uncropped_shape(image.shape(), image.spacing, &image.affine, median_spacing)?;
     Ok(())
+}
+
+/// A scan as the network sees it, with what leads back to the scan's grid.
+pub(crate) struct Scan {
+    /// The prepared volume, or the stored voxels in the bare mode.
+    pub(crate) image: Image,
+    /// The way back to the scan's grid (`None` in the bare mode).
+    pub(crate) record: Option<CaseRecord>,
+    /// The scan's header geometry, for writing results.
+    pub(crate) geom: Geometry,
+    /// Soft-tissue grey levels of the scan, for a preview.
+    pub(crate) grey: Option<Volume<u8>>,
+}
+
+/// `e` naming the scan `input` where it would otherwise only name a field.
+pub(crate) fn named(input: &Path, e: Error) -> Error {
+    match e {
+        Error::Config { field, msg } => Error::invalid(input, format!("{field}: {msg}")),
+        Error::Data(lits_data::Error::Config { field, msg }) => Error::invalid(input, format!("{field}: {msg}")),
+        other => other,
+    }
+}
+
+/// Class probabilities on the network's grid brought back to the scan's (restored, still
+/// in RAS order: `to_source` takes them to the scan's axes) one class at a time and folded
+/// into the argmax and, with `entropy`, its entropy; `each` sees every restored class
+/// before it is folded. Only the results are reoriented later, not every class.
+pub(crate) fn fold_classes(
+    input: &Path,
+    probs: Vec<Image>,
+    record: &Option<CaseRecord>,
+    entropy: bool,
+    mut each: impl FnMut(usize, &Image) -> Result<()>,
+) -> Result<(Labels, Option<Image>)> {
+    let mut fold = None;
+    for (c, p) in probs.into_iter().enumerate() {
+        let p = match record {
+            Some(r) => {
+                let restored = r.restore_image_oriented(&p, if c == 0 { 1.0 } else { 0.0 });
+                drop(p);
+                restored.map_err(|e| named(input, e.into()))?
+            }
+            None => p,
+        };
+        each(c, &p)?;
+        let fold = fold.get_or_insert_with(|| ClassFold::new(&p, entropy));
+        fold.add(c as u8, p.data);
+    }
+    Ok(fold.ok_or_else(|| Error::invalid(input, "the network has no class"))?.finish())
 }
 
 /// A volume on the restored grid taken to the scan's own axes (in the bare mode, where
 /// nothing was prepared, it is there already).
-fn to_source<T: Clone>(record: &Option<CaseRecord>, v: Volume<T>) -> Volume<T> {
+pub(crate) fn to_source<T: Clone>(record: &Option<CaseRecord>, v: Volume<T>) -> Volume<T> {
     match record {
         Some(r) => r.to_source(v),
         None => v,

@@ -47,23 +47,33 @@ impl Default for SlidingWindowConfig {
 }
 
 impl SlidingWindowConfig {
-    /// Checks that every value can work.
+    /// Checks that every value can work (every problem at once).
     pub fn validate(&self) -> Result<()> {
-        if self.patch.iter().any(|&p| p < 1) {
-            return Err(Error::config("patch", format!("sizes must be positive, got {:?}", self.patch)));
-        }
-        if !(0.0..1.0).contains(&self.overlap) {
-            return Err(Error::config("overlap", format!("must be in [0, 1), got {}", self.overlap)));
-        }
-        if !(self.sigma_scale.is_finite() && self.sigma_scale > 0.0) {
-            return Err(Error::config("sigma_scale", format!("must be positive, got {}", self.sigma_scale)));
-        }
-        if self.batch < 1 {
-            return Err(Error::config("batch", "must be at least 1"));
-        }
-        Ok(())
+        let mut p = lits_data::Problems::new();
+        self.check(&mut p);
+        Ok(p.into_result()?)
+    }
+
+    /// Records every value that cannot work.
+    pub fn check(&self, p: &mut lits_data::Problems) {
+        p.require(self.patch.iter().all(|&n| (1..=MAX_WINDOW_SIDE).contains(&n)), "patch", || {
+            format!("sizes must be in 1..={MAX_WINDOW_SIDE}, got {:?}", self.patch)
+        });
+        p.require((0.0..1.0).contains(&self.overlap), "overlap", || format!("must be in [0, 1), got {}", self.overlap));
+        p.require(self.sigma_scale.is_finite() && self.sigma_scale > 0.0, "sigma_scale", || {
+            format!("must be positive, got {}", self.sigma_scale)
+        });
+        p.require((1..=MAX_WINDOW_BATCH).contains(&self.batch), "batch", || {
+            format!("must be in 1..={MAX_WINDOW_BATCH}, got {}", self.batch)
+        });
     }
 }
+
+/// The largest sliding-window side a config may ask for.
+pub const MAX_WINDOW_SIDE: i64 = 1024;
+
+/// The most windows per forward call a config may ask for.
+pub const MAX_WINDOW_BATCH: usize = 256;
 
 /// Window start positions along one axis of (padded) length `size` (MONAI's
 /// `dense_patch_slices`): a regular step of `patch · (1 − overlap)`, the last window
@@ -111,6 +121,44 @@ pub fn sliding_window(
     num_classes: i64,
     cfg: &SlidingWindowConfig,
 ) -> Result<Tensor> {
+    check_volume(volume, num_classes, num_classes, cfg)?;
+    let softmax = |xs: &Tensor| -> Tensor {
+        let mut probs = net(xs).softmax(1, Kind::Float);
+        if cfg.mirror_tta {
+            for axes in &MIRRORS[1..] {
+                probs += net(&xs.flip(*axes)).softmax(1, Kind::Float).flip(*axes);
+            }
+            probs /= MIRRORS.len() as f64;
+        }
+        probs
+    };
+    tch::no_grad(|| run(&|xs| Ok(softmax(xs)), volume, num_classes, num_classes, cfg))
+}
+
+/// [`sliding_window`] for windows that bring maps of their own beside the probabilities:
+/// `windows` maps a batch `[B, C, pD, pH, pW]` to `[B, channels, pD, pH, pW]` whose first
+/// `num_classes` channels are class probabilities (summing to one) and the rest any map;
+/// every channel is blended with the same importance weights and divided by the total
+/// weight, as the probabilities are. Mirroring is left to `windows`, which is called
+/// without gradient tracking unless it turns tracking on itself (`tch::with_grad`).
+///
+/// # Shapes
+/// - `volume`: `[C, D, H, W]` float
+/// - returns: `[channels, D, H, W]` float
+pub fn sliding_window_maps(
+    windows: &dyn Fn(&Tensor) -> Result<Tensor>,
+    volume: &Tensor,
+    num_classes: i64,
+    channels: i64,
+    cfg: &SlidingWindowConfig,
+) -> Result<Tensor> {
+    check_volume(volume, num_classes, channels, cfg)?;
+    tch::no_grad(|| run(windows, volume, num_classes, channels, cfg))
+}
+
+/// Whether the windows of `cfg` can go over `volume` into `channels` maps, the first
+/// `num_classes` of them probabilities.
+fn check_volume(volume: &Tensor, num_classes: i64, channels: i64, cfg: &SlidingWindowConfig) -> Result<()> {
     cfg.validate()?;
     let shape = volume.size();
     if shape.len() != 4 || shape.iter().any(|&n| n < 1) {
@@ -122,10 +170,19 @@ pub fn sliding_window(
     if num_classes < 1 {
         return Err(Error::config("num_classes", "must be at least 1"));
     }
-    tch::no_grad(|| run(net, volume, num_classes, cfg))
+    if channels < num_classes {
+        return Err(Error::config("channels", format!("{channels} maps cannot hold {num_classes} class probabilities")));
+    }
+    Ok(())
 }
 
-fn run(net: &dyn Fn(&Tensor) -> Tensor, volume: &Tensor, classes: i64, cfg: &SlidingWindowConfig) -> Result<Tensor> {
+fn run(
+    windows: &dyn Fn(&Tensor) -> Result<Tensor>,
+    volume: &Tensor,
+    classes: i64,
+    channels: i64,
+    cfg: &SlidingWindowConfig,
+) -> Result<Tensor> {
     let shape = volume.size();
     let (orig, patch) = ([shape[1], shape[2], shape[3]], cfg.patch);
     // Padding as MONAI: the missing amount split in half, the odd voxel after.
@@ -139,37 +196,25 @@ fn run(net: &dyn Fn(&Tensor) -> Tensor, volume: &Tensor, classes: i64, cfg: &Sli
     };
 
     let starts: Vec<Vec<i64>> = (0..3).map(|a| window_starts(padded_size[a], patch[a], cfg.overlap)).collect();
-    let mut windows = Vec::new();
+    let mut starts_of_windows = Vec::new();
     for &d in &starts[0] {
         for &h in &starts[1] {
-            windows.extend(starts[2].iter().map(|&w| [d, h, w]));
+            starts_of_windows.extend(starts[2].iter().map(|&w| [d, h, w]));
         }
     }
     let weight = importance_map(patch, cfg.gaussian, cfg.sigma_scale, volume.device());
-    let out = Tensor::zeros([classes, padded_size[0], padded_size[1], padded_size[2]], (Kind::Float, volume.device()));
-    let expected = |b: i64| vec![b, classes, patch[0], patch[1], patch[2]];
+    let out = Tensor::zeros([channels, padded_size[0], padded_size[1], padded_size[2]], (Kind::Float, volume.device()));
+    let expected = |b: usize| vec![b as i64, channels, patch[0], patch[1], patch[2]];
 
-    for group in windows.chunks(cfg.batch) {
+    for group in starts_of_windows.chunks(cfg.batch) {
         let crops: Vec<Tensor> = group.iter().map(|s| crop(&padded, s, &patch)).collect();
         let xs = Tensor::stack(&crops, 0);
-        let b = group.len() as i64;
-        let predict = |xs: &Tensor| -> Result<Tensor> {
-            let logits = net(xs);
-            if logits.size() != expected(b) {
-                return Err(Error::shape(
-                    &logits.size(),
-                    format!("the network returned this for windows {:?}, expected {:?}", xs.size(), expected(b)),
-                ));
-            }
-            Ok(logits.softmax(1, Kind::Float))
-        };
-        let mut probs = predict(&xs)?;
-        if cfg.mirror_tta {
-            for axes in &MIRRORS[1..] {
-                let flipped = predict(&xs.flip(*axes))?.flip(*axes);
-                probs += flipped;
-            }
-            probs /= MIRRORS.len() as f64;
+        let mut probs = windows(&xs)?;
+        if probs.size() != expected(group.len()) {
+            return Err(Error::shape(
+                &probs.size(),
+                format!("the network returned this for windows {:?}, expected {:?}", xs.size(), expected(group.len())),
+            ));
         }
         probs *= &weight;
         for (i, s) in group.iter().enumerate() {
@@ -178,7 +223,7 @@ fn run(net: &dyn Fn(&Tensor) -> Tensor, volume: &Tensor, classes: i64, cfg: &Sli
     }
 
     // Σ_c Σ_w weight·p_c = Σ_w weight: the class sum is the normalising weight.
-    let total = out.sum_dim_intlist(0, true, Kind::Float);
+    let total = out.narrow(0, 0, classes).sum_dim_intlist(0, true, Kind::Float);
     let mut out = out;
     out /= total;
     if padded_size != orig {

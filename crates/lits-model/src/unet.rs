@@ -40,23 +40,25 @@ impl Default for UNetConfig {
 }
 
 impl UNetConfig {
-    /// Checks that every value can build a network.
+    /// Checks that every value can build a network (every problem at once).
     pub fn validate(&self) -> Result<()> {
-        for (field, v) in [
-            ("in_channels", self.in_channels),
-            ("num_classes", self.num_classes),
-            ("base_channels", self.base_channels),
+        let mut p = lits_data::Problems::new();
+        self.check(&mut p);
+        Ok(p.into_result()?)
+    }
+
+    /// Records every value that cannot build a network, or one too large to allocate.
+    pub fn check(&self, p: &mut lits_data::Problems) {
+        for (field, v, max) in [
+            ("in_channels", self.in_channels, 64),
+            ("num_classes", self.num_classes, 255),
+            ("base_channels", self.base_channels, 1024),
         ] {
-            if v < 1 {
-                return Err(Error::config(field, format!("must be at least 1, got {v}")));
-            }
+            p.require((1..=max).contains(&v), field, || format!("must be in 1..={max}, got {v}"));
         }
-        for (field, p) in [("dropout", self.dropout), ("updown_dropout", self.updown_dropout)] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(Error::config(field, format!("must be in [0, 1), got {p}")));
-            }
+        for (field, v) in [("dropout", self.dropout), ("updown_dropout", self.updown_dropout)] {
+            p.require((0.0..1.0).contains(&v), field, || format!("must be in [0, 1), got {v}"));
         }
-        Ok(())
     }
 }
 
@@ -80,7 +82,7 @@ impl Conv {
         Conv { weight, bias, stride, padding }
     }
 
-    fn forward(&self, xs: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
         let (s, p) = (self.stride, self.padding);
         xs.conv3d(&self.weight, Some(&self.bias), [s, s, s], [p, p, p], [1, 1, 1], 1)
     }
@@ -109,7 +111,7 @@ impl BatchNorm {
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         if train {
             // PyTorch counts batches even with a fixed momentum; keeping the count makes
             // saved state dicts identical.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use lits_data::patch::PatchConfig;
+use lits_data::Problems;
 use lits_data::preprocess::PreprocessConfig;
 use lits_data::synth::SynthConfig;
 use lits_model::inference::SlidingWindowConfig;
@@ -15,6 +16,28 @@ use lits_model::UNetConfig;
 use crate::error::{Error, Result};
 use crate::optim::OptimizerConfig;
 use crate::schedule::ScheduleConfig;
+
+/// The libtorch device that `name` (`cpu`, `cuda` or `cuda:N`) names, when this machine
+/// has it; else why not.
+pub fn parse_device(name: &str) -> std::result::Result<tch::Device, String> {
+    let d = name.trim();
+    let bad = || format!("`{d}` is not `cpu`, `cuda` or `cuda:N`");
+    let dev = match d {
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        _ => match d.strip_prefix("cuda:") {
+            Some(n) => tch::Device::Cuda(n.parse().map_err(|_| bad())?),
+            None => return Err(bad()),
+        },
+    };
+    if let tch::Device::Cuda(n) = dev {
+        let count = if lits_model::backend::cuda_available() { tch::Cuda::device_count() } else { 0 };
+        if n as i64 >= count {
+            return Err(format!("`{d}` asked for, but this machine has {count} CUDA device(s)"));
+        }
+    }
+    Ok(dev)
+}
 
 /// Where the cases come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,74 +241,70 @@ impl TrainConfig {
 
     /// The libtorch device named by [`TrainConfig::device`].
     pub fn torch_device(&self) -> Result<tch::Device> {
-        let d = self.device.trim();
-        let bad = || Error::config("device", format!("`{d}` is not `cpu`, `cuda` or `cuda:N`"));
-        let dev = match d {
-            "cpu" => tch::Device::Cpu,
-            "cuda" => tch::Device::Cuda(0),
-            _ => match d.strip_prefix("cuda:") {
-                Some(n) => tch::Device::Cuda(n.parse().map_err(|_| bad())?),
-                None => return Err(bad()),
-            },
-        };
-        if let tch::Device::Cuda(n) = dev {
-            let count = if lits_model::backend::cuda_available() { tch::Cuda::device_count() } else { 0 };
-            if n as i64 >= count {
-                return Err(Error::config("device", format!("`{d}` asked for, but this machine has {count} CUDA device(s)")));
-            }
-        }
-        Ok(dev)
+        parse_device(&self.device).map_err(|msg| Error::config("device", msg))
     }
 
-    /// Checks every value that can be checked without the data.
+    /// Checks every value that can be checked without the data, before anything is read
+    /// or generated; every problem is reported at once, each under its field name.
     pub fn validate(&self) -> Result<()> {
-        self.model.validate()?;
-        self.optimizer.validate()?;
-        self.schedule.validate()?;
-        self.loss.build()?;
-        self.preprocess.validate()?;
-        self.validation.sliding_window.validate()?;
-        if self.data.dir.is_none() {
-            self.data.synth.validate()?;
+        let mut p = Problems::new();
+        p.under("model", |p| self.model.check(p));
+        self.optimizer.check(&mut p);
+        self.schedule.check(&mut p);
+        match self.loss.build() {
+            Ok(_) => {}
+            Err(lits_model::error::Error::Config { field, msg }) => p.add(format!("loss.{field}"), msg),
+            Err(e) => p.add("loss", e.to_string()),
         }
-        if self.loss.class_weights.len() as i64 != self.model.num_classes {
-            return Err(Error::config(
-                "loss.class_weights",
-                format!("has {} weights for {} classes", self.loss.class_weights.len(), self.model.num_classes),
-            ));
+        p.require(self.loss.class_weights.len() as i64 == self.model.num_classes, "loss.class_weights", || {
+            format!("has {} weights for {} classes", self.loss.class_weights.len(), self.model.num_classes)
+        });
+        p.under("preprocess", |p| self.preprocess.check(p));
+        p.under("patches", |p| self.patches.check(p));
+        p.under("validation.sliding_window", |p| self.validation.sliding_window.check(p));
+        if self.data.dir.is_none() {
+            p.under("data.synth", |p| self.data.synth.check(p));
         }
         for (field, v) in [("epochs", self.epochs), ("steps_per_epoch", self.steps_per_epoch), ("validation.every", self.validation.every)] {
-            if v == 0 {
-                return Err(Error::config(field, "must be at least 1"));
-            }
+            p.require(v >= 1, field, || "must be at least 1".into());
         }
-        if self.patches.batch_size == 0 {
-            return Err(Error::config("patches.batch_size", "must be at least 1"));
-        }
-        for (a, &p) in self.patches.patch.iter().enumerate() {
-            if p == 0 || p % 4 != 0 {
-                return Err(Error::config(
-                    format!("patches.patch[{a}]"),
-                    format!("must be a positive multiple of 4 (the U-Net halves it twice), got {p}"),
-                ));
+        // The U-Net halves its input twice: every patch it sees must divide by 4.
+        let sides = [("patches.patch", self.patches.patch.map(|n| n as i64)), ("validation.sliding_window.patch", self.validation.sliding_window.patch)];
+        for (field, patch) in sides {
+            for (a, &n) in patch.iter().enumerate() {
+                p.require(n > 0 && n % 4 == 0, format!("{field}[{a}]"), || {
+                    format!("must be a positive multiple of 4 (the U-Net halves it twice), got {n}")
+                });
             }
         }
         match &self.data.split {
-            SplitConfig::Fraction { val_fraction } if !(*val_fraction > 0.0 && *val_fraction < 1.0) => {
-                return Err(Error::config("data.split.val_fraction", format!("must be in (0, 1), got {val_fraction}")));
+            SplitConfig::Fraction { val_fraction } => {
+                p.require(*val_fraction > 0.0 && *val_fraction < 1.0, "data.split.val_fraction", || {
+                    format!("must be in (0, 1), got {val_fraction}")
+                });
             }
-            SplitConfig::KFold { folds, fold } if *folds < 2 || fold >= folds => {
-                return Err(Error::config("data.split", format!("fold {fold} of {folds} folds does not exist")));
+            SplitConfig::KFold { folds, fold } => {
+                p.require(*folds >= 2 && fold < folds, "data.split", || format!("fold {fold} of {folds} folds does not exist"));
             }
-            _ => {}
+            SplitConfig::File { path } => {
+                p.require(path.is_file(), "data.split.path", || format!("{} is not a file", path.display()));
+            }
+            SplitConfig::Original | SplitConfig::Ids { .. } => {}
         }
         if let Some(dir) = &self.data.dir {
-            if !dir.is_dir() {
-                return Err(Error::config("data.dir", format!("{} is not a folder", dir.display())));
-            }
+            p.require(dir.is_dir(), "data.dir", || format!("{} is not a folder", dir.display()));
         }
-        self.torch_device()?;
-        Ok(())
+        match self.torch_device() {
+            Ok(_) => {}
+            Err(Error::Config { field, msg }) => p.add(field, msg),
+            Err(e) => p.add("device", e.to_string()),
+        }
+        p.require(self.threads <= 4096, "threads", || format!("{} threads is not a thread count", self.threads));
+        p.require(self.loader_workers <= 256, "loader_workers", || format!("{} is more than 256", self.loader_workers));
+        if let Some(e) = &self.early_stop {
+            p.require(e.patience >= 1, "early_stop.patience", || "must be at least 1".into());
+        }
+        Ok(p.into_result()?)
     }
 }
 
@@ -358,6 +377,39 @@ mod tests {
         let mut c = TrainConfig::default();
         c.patches.patch = [64, 30, 64];
         assert!(c.validate().unwrap_err().to_string().contains("patches.patch[1]"));
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let mut c = TrainConfig::default();
+        c.patches.foreground_fraction = 1.5;
+        c.patches.augment.scale = 2.0;
+        c.validation.sliding_window.patch = [30, 30, 30];
+        c.model.base_channels = 0;
+        c.epochs = 0;
+        let e = c.validate().unwrap_err().to_string();
+        for field in [
+            "`patches.foreground_fraction`",
+            "`patches.augment.scale`",
+            "`validation.sliding_window.patch[0]`",
+            "`model.base_channels`",
+            "`epochs`",
+        ] {
+            assert!(e.contains(field), "{field} missing from: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes_that_cannot_be_allocated_are_refused() {
+        let mut c = TrainConfig::default();
+        c.data.synth.in_plane_voxels = [2048, 2048];
+        c.data.synth.slices = [2048, 2048];
+        c.model.base_channels = 1 << 20;
+        c.patches.patch = [4096, 4096, 4096];
+        let e = c.validate().unwrap_err().to_string();
+        for field in ["`data.synth.in_plane_voxels`", "`model.base_channels`", "`patches.patch`"] {
+            assert!(e.contains(field), "{field} missing from: {e}");
+        }
     }
 
     #[test]

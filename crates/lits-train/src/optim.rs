@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, no_grad, Tensor};
 
+use lits_data::Problems;
+
 use crate::error::{Error, Result};
 
 /// Which optimiser, with its hyperparameters (learning rate lives in the schedule).
@@ -83,43 +85,28 @@ impl OptimizerConfig {
         }
     }
 
-    /// Checks every value.
-    pub fn validate(&self) -> Result<()> {
+    /// Records every value that cannot work, under `optimizer.`.
+    pub fn check(&self, p: &mut Problems) {
         let lr = self.lr();
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::config("optimizer.lr", format!("must be a positive number, got {lr}")));
-        }
-        match self {
+        p.require(lr.is_finite() && lr > 0.0, "optimizer.lr", || format!("must be a positive number, got {lr}"));
+        let weight_decay = match self {
             OptimizerConfig::Adam { betas, eps, weight_decay, .. }
             | OptimizerConfig::AdamW { betas, eps, weight_decay, .. } => {
                 for (f, b) in [("optimizer.betas[0]", betas.0), ("optimizer.betas[1]", betas.1)] {
-                    if !(0.0..1.0).contains(&b) {
-                        return Err(Error::config(f, format!("must be in [0, 1), got {b}")));
-                    }
+                    p.require((0.0..1.0).contains(&b), f, || format!("must be in [0, 1), got {b}"));
                 }
-                if !(*eps > 0.0) {
-                    return Err(Error::config("optimizer.eps", format!("must be positive, got {eps}")));
-                }
-                check_decay(*weight_decay)
+                p.require(eps.is_finite() && *eps > 0.0, "optimizer.eps", || format!("must be positive, got {eps}"));
+                *weight_decay
             }
             OptimizerConfig::Sgd { momentum, weight_decay, nesterov, .. } => {
-                if !(0.0..1.0).contains(momentum) {
-                    return Err(Error::config("optimizer.momentum", format!("must be in [0, 1), got {momentum}")));
-                }
-                if *nesterov && *momentum == 0.0 {
-                    return Err(Error::config("optimizer.nesterov", "needs a momentum above 0"));
-                }
-                check_decay(*weight_decay)
+                p.require((0.0..1.0).contains(momentum), "optimizer.momentum", || format!("must be in [0, 1), got {momentum}"));
+                p.require(!*nesterov || *momentum != 0.0, "optimizer.nesterov", || "needs a momentum above 0".into());
+                *weight_decay
             }
-        }
-    }
-}
-
-fn check_decay(w: f64) -> Result<()> {
-    if w.is_finite() && w >= 0.0 {
-        Ok(())
-    } else {
-        Err(Error::config("optimizer.weight_decay", format!("must be 0 or positive, got {w}")))
+        };
+        p.require(weight_decay.is_finite() && weight_decay >= 0.0, "optimizer.weight_decay", || {
+            format!("must be 0 or positive, got {weight_decay}")
+        });
     }
 }
 

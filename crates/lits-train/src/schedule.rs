@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use lits_data::Problems;
+
 
 /// Which schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,28 +65,19 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    /// Checks every value.
-    pub fn validate(&self) -> Result<()> {
+    /// Records every value that cannot work, under `schedule.`.
+    pub fn check(&self, p: &mut Problems) {
         match self {
-            ScheduleConfig::Constant => Ok(()),
+            ScheduleConfig::Constant => {}
             ScheduleConfig::Plateau { factor, threshold, min_lr, .. } => {
-                if !(*factor > 0.0 && *factor < 1.0) {
-                    return Err(Error::config("schedule.factor", format!("must be in (0, 1), got {factor}")));
-                }
-                if !(*threshold >= 0.0) {
-                    return Err(Error::config("schedule.threshold", format!("must be 0 or positive, got {threshold}")));
-                }
-                if !(*min_lr >= 0.0) {
-                    return Err(Error::config("schedule.min_lr", format!("must be 0 or positive, got {min_lr}")));
-                }
-                Ok(())
+                p.require(*factor > 0.0 && *factor < 1.0, "schedule.factor", || format!("must be in (0, 1), got {factor}"));
+                p.require(threshold.is_finite() && *threshold >= 0.0, "schedule.threshold", || {
+                    format!("must be 0 or positive, got {threshold}")
+                });
+                p.require(min_lr.is_finite() && *min_lr >= 0.0, "schedule.min_lr", || format!("must be 0 or positive, got {min_lr}"));
             }
             ScheduleConfig::Poly { power } => {
-                if *power > 0.0 {
-                    Ok(())
-                } else {
-                    Err(Error::config("schedule.power", format!("must be positive, got {power}")))
-                }
+                p.require(power.is_finite() && *power > 0.0, "schedule.power", || format!("must be positive, got {power}"));
             }
         }
     }

@@ -27,6 +27,10 @@ pub struct Args {
     /// With --run: the folder for the masks (default RUN_DIR/evaluation).
     #[arg(long, requires = "run")]
     out: Option<PathBuf>,
+    /// With --run: the device to segment on (`cpu`, `cuda`, `cuda:N`). Default: the run's
+    /// device when this machine has it, else the CPU.
+    #[arg(long, requires = "run")]
+    device: Option<String>,
     /// Write every case's metrics and the summaries as JSON (keys in docs/evaluate.md).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -62,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = match (&args.run, &args.pred, &args.reference) {
         (Some(run), _, _) => {
             let out = args.out.clone().unwrap_or_else(|| run.join("evaluation"));
-            evaluate_run(run, &out, &PredictOptions::default(), |c, p| {
+            evaluate_run(run, &out, &PredictOptions::default(), args.device.as_deref(), |c, p| {
                 if let Some(p) = p {
                     let peak = memory::describe(p.peak_memory);
                     eprintln!("case {}: segmented -> {} (peak resident memory {peak})", c.id, p.mask.display());

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use lits_train::plan;
 
 /// Arguments of `lits plan`.
@@ -38,6 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfg.device = "cpu".into();
     }
     cfg.absolutize_paths()?;
+    cfg.validate().with_context(|| super::train::config_origin(args.config.as_deref()))?;
     let p = plan::plan(&cfg)?;
     if args.json {
         println!("{}", String::from_utf8_lossy(&lits_data::json::to_vec_pretty(&p).map_err(anyhow::Error::msg)?));

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use lits_train::memory;
-use lits_infer::predict::{PredictOptions, Predictor};
+use lits_infer::predict::{PredictOptions, Predictor, Timings};
 
 /// Arguments of `lits predict`.
 #[derive(Debug, clap::Args)]
@@ -23,6 +23,10 @@ pub struct Args {
     /// Training config instead of `--run` (a `plans.json` beside it is used when present).
     #[arg(long, requires = "weights")]
     config: Option<PathBuf>,
+    /// Device to run on (`cpu`, `cuda`, `cuda:N`). Default: the run's device when this
+    /// machine has it, else the CPU.
+    #[arg(long)]
+    device: Option<String>,
     /// Write the network's argmax as it is (no largest-liver-component clean-up).
     #[arg(long)]
     no_postprocess: bool,
@@ -46,7 +50,7 @@ pub struct Args {
 }
 
 /// The scans named on the command line, folders expanded to their NIfTI files (sorted).
-fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn expand(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -72,13 +76,33 @@ fn is_nifti(p: &Path) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
+/// The model of `--run`, or of `--weights` with `--config`, on `--device`.
+pub(crate) fn load(run: &Option<PathBuf>, weights: &Option<PathBuf>, config: &Option<PathBuf>, device: Option<&str>) -> anyhow::Result<Predictor> {
+    Ok(match (run, weights, config) {
+        (Some(run), _, _) => Predictor::from_run_on(run, device)?,
+        (None, Some(w), Some(c)) => Predictor::from_files_on(w, c, device)?,
+        _ => bail!("give --run RUN_DIR, or --weights FILE and --config FILE"),
+    })
+}
+
+/// A scan's line: what was written, the peak memory and where the time went.
+pub(crate) fn report(input: &Path, output: &Path, peak: Option<u64>, t: &Timings) -> String {
+    format!(
+        "{} -> {} (peak resident memory {}; {:.2} s: read {:.2} s, preprocess {:.2} s, network {:.2} s, rest {:.2} s)",
+        input.display(),
+        output.display(),
+        memory::describe(peak),
+        t.total(),
+        t.read,
+        t.preprocess,
+        t.network,
+        t.rest
+    )
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = expand(&args.inputs)?;
-    let predictor = match (&args.run, &args.weights, &args.config) {
-        (Some(run), _, _) => Predictor::from_run(run)?,
-        (None, Some(w), Some(c)) => Predictor::from_files(w, c)?,
-        _ => bail!("give --run RUN_DIR, or --weights FILE and --config FILE"),
-    };
+    let predictor = load(&args.run, &args.weights, &args.config, args.device.as_deref())?;
     let opts = PredictOptions {
         postprocess: !args.no_postprocess,
         preprocess: !args.no_preprocess,
@@ -91,20 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     for f in &files {
         match predictor.predict_file(f, &args.out, &opts) {
-            Ok(p) => {
-                let peak = memory::describe(p.peak_memory);
-                let t = &p.timings;
-                eprintln!(
-                    "{} -> {} (peak resident memory {peak}; {:.2} s: read {:.2} s, preprocess {:.2} s, network {:.2} s, rest {:.2} s)",
-                    f.display(),
-                    p.mask.display(),
-                    t.total(),
-                    t.read,
-                    t.preprocess,
-                    t.network,
-                    t.rest
-                );
-            }
+            Ok(p) => eprintln!("{}", report(f, &p.mask, p.peak_memory, &p.timings)),
             Err(e) => {
                 eprintln!("error: {e}");
                 failed += 1;

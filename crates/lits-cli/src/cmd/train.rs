@@ -84,10 +84,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let opts = RunOptions { progress, stop_after: args.stop_after, tracking: tracking(args.tracking_uri, &name) };
     // A config the flags made invalid is reported before a run directory is announced.
-    cfg.validate()?;
+    cfg.validate().with_context(|| config_origin(args.config.as_deref()))?;
     eprintln!("run directory: {}", out.display());
     let s = train::train(cfg, &out, &opts)?;
     report(&s)
+}
+
+/// How errors name the config: its file, or the built-in quick start.
+pub fn config_origin(path: Option<&std::path::Path>) -> String {
+    match path {
+        Some(p) => format!("{} (with the command line's overrides)", p.display()),
+        None => "the built-in quick-start config (with the command line's overrides)".into(),
+    }
 }
 
 /// The training config of `--config`, or the built-in quick start.
