@@ -27,7 +27,7 @@ cache=${LITS_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lits/docker}
 mirror=${LITS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 tag=${LITS_DOCKER_TAG:-test}
 # What the build cache may keep between runs (the CUDA build stage alone holds 3.5 GB).
-keep_storage=${LITS_DOCKER_KEEP_STORAGE:-12GB}
+keep_storage=${LITS_DOCKER_KEEP_STORAGE:-8GB}
 
 die() { echo "docker_test: error: $*" >&2; exit 1; }
 say() { echo "docker_test: [$(date +%T), $((SECONDS))s] $*"; }
@@ -74,17 +74,21 @@ fi
 # A client that builds with BuildKit (cache mounts, secrets): buildx where installed; else
 # a client from before Docker 23, whose `build` still carries BuildKit (Debian's docker.io).
 build=()
+prune=()
 for client in docker /usr/bin/docker; do
   command -v "$client" >/dev/null || continue
   if "$client" buildx version >/dev/null 2>&1; then
-    build=("$client" buildx build --load); break
+    build=("$client" buildx build --load); prune=("$client" buildx prune -f); break
   fi
   major=$("$client" version --format '{{.Client.Version}}' 2>/dev/null | cut -d. -f1)
   if [ -n "$major" ] && [ "$major" -lt 23 ]; then
-    build=(env DOCKER_BUILDKIT=1 "$client" build); break
+    build=(env DOCKER_BUILDKIT=1 "$client" build); prune=("$client" builder prune -f); break
   fi
 done
 [ ${#build[@]} -gt 0 ] || die "no Docker client with BuildKit: install the buildx plugin"
+
+# What earlier runs left beyond the limit (a run that died did not prune).
+"${prune[@]}" --keep-storage "$keep_storage" >/dev/null
 
 # --- base images ----------------------------------------------------------------------------
 default_arg() { sed -n "s/^ARG $1=//p" Dockerfile.cpu | head -1; }
@@ -212,5 +216,5 @@ say "image sizes: $cpu ${cpu_mb} MB (limit 800), $cuda ${cuda_mb} MB (limit 4500
 
 # Images the rebuild replaced, and build cache beyond what the next run reuses.
 docker image prune -f >/dev/null
-docker builder prune -f --keep-storage "$keep_storage" >/dev/null
+"${prune[@]}" --keep-storage "$keep_storage" >/dev/null
 say "passed"

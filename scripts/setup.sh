@@ -71,7 +71,8 @@ for r in importlib.metadata.requires("torch") or []:
 PY
 )
     [ -n "$cuda_req" ] || die "the installed torch names no cuda-toolkit requirement"
-    "${pip[@]}" "$cuda_req" || die "pip install failed (see above); nothing was changed outside .venv" ;;
+    # torch lacks its Python dependencies here, on purpose: no warning about them.
+    "${pip[@]}" --no-warn-conflicts "$cuda_req" || die "pip install failed (see above); nothing was changed outside .venv" ;;
 esac
 
 if [ "$mode" = torch-cpu ]; then
