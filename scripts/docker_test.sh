@@ -203,9 +203,14 @@ docker run --rm "$cuda" env --json > "$work/env-cuda.json" \
   || die "lits env --json failed in $cuda: $(cat "$work/env-cuda.json")"
 grep -q '"cuda_available": false' "$work/env-cuda.json" || die "lits env --json: $(cat "$work/env-cuda.json")"
 say "$cuda: ldd of the binary"
-docker run --rm --entrypoint ldd "$cuda" /opt/lits/bin/lits > "$work/ldd.txt"
+docker run --rm --entrypoint ldd "$cuda" /usr/local/bin/lits > "$work/ldd.txt"
 grep -q 'libtorch_cuda.so => /opt/lits/' "$work/ldd.txt" || die "the binary does not load libtorch_cuda: $(cat "$work/ldd.txt")"
 ! grep 'not found' "$work/ldd.txt" || die "libraries of the binary are missing in $cuda"
+
+for image in "$cpu" "$cuda"; do
+  python=$(docker run --rm --entrypoint /bin/sh "$image" -c 'command -v python3 python || true')
+  [ -z "$python" ] || die "$image carries Python: $python"
+done
 
 # --- sizes, clean-up ------------------------------------------------------------------------
 size_mb() { echo $(( $(docker image inspect -f '{{.Size}}' "$1") / 1000000 )); }
