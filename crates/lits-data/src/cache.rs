@@ -710,7 +710,7 @@ impl Cache {
 
 /// The cache's arrays as `.npy` files (C order, little-endian), through `ndarray-npy`, so
 /// NumPy's `np.load` reads them.
-mod npy {
+pub mod npy {
     use std::io::BufWriter;
 
     use ndarray::Array3;
@@ -730,20 +730,53 @@ mod npy {
     /// Reads a 3-D array of `T` written by [`write`]; another type, shape or a file cut short
     /// is an error naming the file.
     pub(super) fn read<T: ReadableElement>(path: &Path) -> Result<Array3<T>> {
-        let file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        use std::io::Seek;
+        let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        check_sizes::<T>(path, &file, len)?;
+        file.rewind().map_err(|e| Error::io(path, e))?;
         Array3::<T>::read_npy(std::io::BufReader::new(file))
             .map_err(|e| Error::invalid(path, format!("not a cached array: {e}")))
     }
 
+    /// Refuses, before anything is allocated, an array whose header or data cannot fit in
+    /// the file's `len` bytes: ndarray-npy sizes its buffers from the header alone.
+    fn check_sizes<T>(path: &Path, mut file: &fs::File, len: u64) -> Result<()> {
+        use std::io::{Read, Seek};
+        let bad = |msg: String| Error::invalid(path, format!("not a cached array: {msg}"));
+        let mut p = Vec::with_capacity(12);
+        file.take(12).read_to_end(&mut p).map_err(|e| Error::io(path, e))?;
+        // Magic, version, then the header's length in 2 (version 1) or 4 bytes; anything
+        // else is worded by ndarray-npy.
+        let header_end = match p.get(..7) {
+            Some(b"\x93NUMPY\x01") if p.len() >= 10 => 10 + u64::from(u16::from_le_bytes([p[8], p[9]])),
+            Some(b"\x93NUMPY\x02" | b"\x93NUMPY\x03") if p.len() >= 12 => {
+                12 + u64::from(u32::from_le_bytes([p[8], p[9], p[10], p[11]]))
+            }
+            _ => return Ok(()),
+        };
+        if header_end > len {
+            return Err(bad(format!("its header ends at byte {header_end}, after the file's end ({len} bytes)")));
+        }
+        file.rewind().map_err(|e| Error::io(path, e))?;
+        let header = ndarray_npy::npy::header::Header::from_reader(&mut file).map_err(|e| bad(e.to_string()))?;
+        let data = len - header_end;
+        let need = header.shape.iter().try_fold(std::mem::size_of::<T>() as u64, |n, &d| n.checked_mul(d as u64));
+        match need {
+            Some(need) if need <= data => Ok(()),
+            _ => Err(bad(format!("shape {:?} needs more than the {data} bytes of data the file holds", header.shape))),
+        }
+    }
+
     /// [`read`] as shape and values, in C order.
-    pub(super) fn read_f32(path: &Path) -> Result<([usize; 3], Vec<f32>)> {
+    pub fn read_f32(path: &Path) -> Result<([usize; 3], Vec<f32>)> {
         let a = read::<f32>(path)?;
         let (d0, d1, d2) = a.dim();
         Ok(([d0, d1, d2], a.into_raw_vec_and_offset().0))
     }
 
     /// [`read`] of labels as shape and values, in C order.
-    pub(super) fn read_u8(path: &Path) -> Result<([usize; 3], Vec<u8>)> {
+    pub fn read_u8(path: &Path) -> Result<([usize; 3], Vec<u8>)> {
         let a = read::<u8>(path)?;
         let (d0, d1, d2) = a.dim();
         Ok(([d0, d1, d2], a.into_raw_vec_and_offset().0))

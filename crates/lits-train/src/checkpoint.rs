@@ -151,8 +151,13 @@ fn decode<S: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Checkpoint<S
         .into_iter()
         .map(|(name, v)| {
             let k = kind(v.dtype()).ok_or_else(|| bad(format!("tensor {name} has unsupported dtype {:?}", v.dtype())))?;
-            let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
-            Ok((name, Tensor::from_data_size(v.data(), &shape, k)))
+            let shape = v
+                .shape()
+                .iter()
+                .map(|&d| i64::try_from(d).map_err(|_| bad(format!("tensor {name} has a dimension of {d}"))))
+                .collect::<Result<Vec<i64>>>()?;
+            let t = Tensor::f_from_data_size(v.data(), &shape, k).map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            Ok((name, t))
         })
         .collect::<Result<Vec<_>>>()?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));

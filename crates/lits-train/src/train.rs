@@ -159,6 +159,9 @@ fn start_run(cfg: &TrainConfig, plan: plan::Plan, run: &RunDir) -> Result<TrainD
 }
 
 fn prepare_run_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::invalid(dir, "exists and is not a folder; pick another --out"));
+    }
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         if entries.next().is_some() {
@@ -352,7 +355,10 @@ fn failpoint_checkpoint_write(path: &Path, tensors: &[(String, Tensor)], state: 
     Ok(())
 }
 
-fn restore(
+/// Puts a checkpoint's tensors (read by [`checkpoint::load`] from `path`) into the model's
+/// variables and the optimiser; a tensor missing or of another shape is an error naming
+/// `path`, and nothing of the optimiser is changed then.
+pub fn restore(
     vs: &mut nn::VarStore,
     opt: &mut Optimizer,
     _state: &TrainState,
@@ -372,11 +378,11 @@ fn restore(
     if !problems.is_empty() {
         return Err(Error::invalid(path, format!("model does not fit the config: {}", problems.join("; "))));
     }
-    let steps = tensors
-        .iter()
-        .find(|(n, _)| n == "optim.__steps__")
-        .map(|(_, t)| t.int64_value(&[0]) as u64)
-        .ok_or_else(|| Error::invalid(path, "no optimiser step count"))?;
+    let steps = match tensors.iter().find(|(n, _)| n == "optim.__steps__") {
+        Some((_, t)) if t.kind() == Kind::Int64 && t.size() == [1] => u64::try_from(t.int64_value(&[0])).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Error::invalid(path, "no optimiser step count (optim.__steps__, one non-negative int64)"))?;
     let optim: Vec<(String, Tensor)> = tensors
         .iter()
         .filter_map(|(n, t)| n.strip_prefix("optim.").map(|s| (s.to_owned(), t.shallow_clone())))

@@ -116,7 +116,8 @@ fn open(path: &Path, data: bool, out_bytes_per_voxel: u64) -> Result<(Loaded, Op
         Ok((Loaded { header, buf: Vec::new(), start }, Some(Pending::Gzip { comp, need })))
     } else {
         let header = Header::parse(path, &first)?;
-        let need = header.vox_offset as u64 + header.data_bytes();
+        // Saturating: a vox_offset near the top of f32's range is refused below, not an overflow.
+        let need = (header.vox_offset as u64).saturating_add(header.data_bytes());
         if meta.len() < need {
             return Err(Error::invalid(
                 path,
@@ -143,7 +144,7 @@ fn open(path: &Path, data: bool, out_bytes_per_voxel: u64) -> Result<(Loaded, Op
 /// Bytes the header needs from the decompressed stream, refused when a gzip file of
 /// `comp_len` bytes cannot possibly hold them.
 fn check_gzip_capacity(path: &Path, header: &Header, comp_len: u64) -> Result<u64> {
-    let need = header.vox_offset as u64 + header.data_bytes();
+    let need = (header.vox_offset as u64).saturating_add(header.data_bytes());
     let most = comp_len.saturating_mul(MAX_DEFLATE_RATIO);
     if need > most {
         return Err(Error::invalid(
