@@ -104,9 +104,13 @@ impl Grid {
             let m = ((n as f64 * (s / t)).round_ties_even() as usize).max(1);
             let scale = match align {
                 Alignment::Origin => t / s,
-                Alignment::Corners if m > 1 => (n as f64 - 1.0) / (m as f64 - 1.0),
                 // A single output voxel sits on the first source voxel.
-                Alignment::Corners => 1.0,
+                Alignment::Corners if m == 1 => 1.0,
+                // A single source voxel has no second corner to keep: its centre stays and
+                // the target spacing is used (a scale of 0 would stack every output voxel
+                // on one point, a singular grid that nothing can be restored from).
+                Alignment::Corners if n == 1 => t / s,
+                Alignment::Corners => (n as f64 - 1.0) / (m as f64 - 1.0),
             };
             out.shape[a] = m;
             out.spacing[a] = match align {
@@ -490,6 +494,17 @@ mod tests {
             out.data.slice(ndarray::s![.., 0, ..]),
             img.data.slice(ndarray::s![.., 0, ..])
         );
+    }
+
+    #[test]
+    fn a_single_voxel_axis_refined_with_corners_keeps_an_invertible_grid() {
+        // Found by the restore property test (tests/properties.rs): the corners rule gave this
+        // axis a spacing of 0, and restoring a prediction failed on a singular affine.
+        let lab = Volume::with_spacing(Array3::<u8>::ones((1, 3, 2)), [2.0, 1.0, 1.0]);
+        let g = Grid::of(&lab).with_spacing([1.0, 1.0, 1.0], Alignment::Corners).unwrap();
+        assert_eq!((g.shape, g.spacing[0], g.affine[0][0]), ([2, 3, 2], 1.0, 1.0));
+        let up = resample_labels(&lab, &g, LabelInterp::Nearest).unwrap();
+        assert_eq!(resample_labels(&up, &Grid::of(&lab), LabelInterp::Nearest).unwrap(), lab);
     }
 
     #[test]
