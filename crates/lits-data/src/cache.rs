@@ -40,8 +40,12 @@ use crate::preprocess::{self, CaseRecord, PreprocessConfig};
 use crate::resample::Grid;
 use crate::{nifti, Error, Image, Labels, Result, Volume};
 
-/// Version of the cache layout; a cache of another version is rebuilt.
-pub const FORMAT: u32 = 1;
+/// Version of the cache layout; a cache of another version is rebuilt (2: each case's
+/// `meta.json` records the size, time and sha256 of its arrays).
+pub const FORMAT: u32 = 2;
+
+/// The arrays of a cached case, in the order `meta.json` records them.
+const ARRAYS: [&str; 3] = ["image.npy", "label.npy", "fg.npy"];
 
 /// A source file as it was when its case was cached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +132,25 @@ struct CaseMeta {
     format: u32,
     entry: CaseEntry,
     record: CaseRecord,
+    /// [`ARRAYS`] as written (`path` is the file name): a case whose arrays changed on
+    /// disk is redone by the next build and refused by [`Cache::load_raw`].
+    arrays: Vec<SourceFile>,
+}
+
+impl CaseMeta {
+    /// The recorded array `name`.
+    fn array(&self, name: &str) -> Option<&SourceFile> {
+        self.arrays.iter().find(|a| a.path.as_os_str() == name)
+    }
+
+    /// Whether every array in `dir` is as recorded (size and time, else content).
+    fn arrays_intact(&self, dir: &Path) -> bool {
+        ARRAYS.iter().all(|name| {
+            self.array(name).is_some_and(|rec| {
+                source_file(&dir.join(name), Some(rec)).is_ok_and(|now| now.sha256 == rec.sha256)
+            })
+        })
+    }
 }
 
 /// What happened to a case in [`build`].
@@ -458,10 +481,7 @@ fn cache_case(
         .as_bytes(),
     );
     if let Some(meta) = previous {
-        let complete = ["image.npy", "label.npy", "fg.npy"]
-            .iter()
-            .all(|f| dir.join(f).is_file());
-        if meta.entry.key == key && complete {
+        if meta.entry.key == key && meta.arrays_intact(&dir) {
             // Paths may have moved with the dataset; the content is what counts.
             let entry = CaseEntry {
                 image: image_src,
@@ -500,8 +520,9 @@ fn cache_case(
         format: FORMAT,
         entry: entry.clone(),
         record: prepared.record.clone(),
+        arrays: Vec::new(),
     };
-    write_case(&dir, &prepared.image, prepared_labels, &meta)
+    write_case(&dir, &prepared.image, prepared_labels, meta)
         .map_err(|e| failure(case.id, &dir, e))?;
     Ok((entry, Outcome::Processed))
 }
@@ -557,7 +578,7 @@ fn source_file(path: &Path, previous: Option<&SourceFile>) -> Result<SourceFile>
 }
 
 /// Writes a case into a hidden folder beside `dir`, then swaps it into place.
-fn write_case(dir: &Path, image: &Image, labels: &Labels, meta: &CaseMeta) -> Result<()> {
+fn write_case(dir: &Path, image: &Image, labels: &Labels, mut meta: CaseMeta) -> Result<()> {
     let parent = dir.parent().expect("case folders live in cases/");
     let name = dir.file_name().expect("case folder name").to_string_lossy();
     let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -571,7 +592,11 @@ fn write_case(dir: &Path, image: &Image, labels: &Labels, meta: &CaseMeta) -> Re
         let fg = Array3::from_shape_vec([fg.len(), 1, 1], fg.clone())
             .map_err(|e| Error::invalid(tmp.join("fg.npy"), e.to_string()))?;
         npy::write(&tmp.join("fg.npy"), &fg)?;
-        let json = crate::json::to_vec_pretty(meta).map_err(|e| Error::invalid(tmp.join("meta.json"), e))?;
+        meta.arrays = ARRAYS
+            .iter()
+            .map(|name| Ok(SourceFile { path: name.into(), ..source_file(&tmp.join(name), None)? }))
+            .collect::<Result<_>>()?;
+        let json = crate::json::to_vec_pretty(&meta).map_err(|e| Error::invalid(tmp.join("meta.json"), e))?;
         write_file(&tmp.join("meta.json"), &json)
     })();
     if let Err(e) = written {
@@ -670,8 +695,9 @@ impl Cache {
             ));
         }
         let grid: Grid = meta.record.prepared().clone();
-        let (shape, image) = npy::read_f32(&dir.join("image.npy"))?;
-        let (lshape, labels) = npy::read_u8(&dir.join("label.npy"))?;
+        let digest = |name: &str| meta.array(name).map(|a| a.sha256.as_str()).unwrap_or("");
+        let (shape, image) = npy::read_checked::<f32>(&dir.join("image.npy"), digest("image.npy"))?;
+        let (lshape, labels) = npy::read_checked::<u8>(&dir.join("label.npy"), digest("label.npy"))?;
         for (what, s) in [("image.npy", shape), ("label.npy", lshape)] {
             if s != grid.shape {
                 return Err(Error::invalid(
@@ -766,6 +792,21 @@ pub mod npy {
             Some(need) if need <= data => Ok(()),
             _ => Err(bad(format!("shape {:?} needs more than the {data} bytes of data the file holds", header.shape))),
         }
+    }
+
+    /// [`read`] of a file whose sha256 must be `sha256` (hex), as shape and values in C
+    /// order: a file changed since it was cached is an error naming it.
+    pub(super) fn read_checked<T: ReadableElement>(path: &Path, sha256: &str) -> Result<([usize; 3], Vec<T>)> {
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        if sha256_hex(&bytes) != sha256 {
+            return Err(Error::invalid(
+                path,
+                "changed since it was cached (its sha256 is not the one in meta.json); run `lits preprocess` or the training again to redo the case",
+            ));
+        }
+        let a = Array3::<T>::read_npy(&bytes[..]).map_err(|e| Error::invalid(path, format!("not a cached array: {e}")))?;
+        let (d0, d1, d2) = a.dim();
+        Ok(([d0, d1, d2], a.into_raw_vec_and_offset().0))
     }
 
     /// [`read`] as shape and values, in C order.

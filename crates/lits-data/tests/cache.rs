@@ -339,3 +339,27 @@ fn a_case_without_foreground_is_cached_once() {
     let r = build(data.path(), &cfg, out.path());
     assert_eq!((r.processed, r.unchanged), (vec![], vec![0, 1]));
 }
+
+#[test]
+fn a_cached_array_altered_on_disk_is_refused_on_load_and_redone_by_the_next_build() {
+    let data = dataset(&[0, 1]);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = config(1.6, window());
+    build(data.path(), &cfg, out.path());
+    let (before, _) = Cache::open(out.path()).unwrap().load(0).unwrap();
+
+    // One value changed in place: same size, the array still parses.
+    let image = case_file(out.path(), 0, "image.npy");
+    let mut bytes = fs::read(&image).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    fs::write(&image, &bytes).unwrap();
+    let e = Cache::open(out.path()).unwrap().load(0).unwrap_err().to_string();
+    assert!(e.contains("image.npy") && e.contains("changed since it was cached"), "{e}");
+    assert!(Cache::open(out.path()).unwrap().load(1).is_ok(), "the other case is untouched");
+
+    let r = build(data.path(), &cfg, out.path());
+    assert_eq!((r.processed, r.unchanged), (vec![0], vec![1]));
+    let (after, _) = Cache::open(out.path()).unwrap().load(0).unwrap();
+    assert_eq!(after.data, before.data, "the case is back as it was prepared");
+}

@@ -174,7 +174,7 @@ impl Predictor {
         let mut problems = lits_data::Problems::new();
         problems.under("model", |p| cfg.model.check(p));
         problems.into_result().map_err(|e| Error::invalid(config, e.to_string()))?;
-        let device = choose_device(&cfg.device, device).map_err(|e| Error::invalid(config, e))?;
+        let device = choose_device(&cfg.device, device).map_err(|(flag, e)| Error::invalid(if flag { Path::new("--device") } else { config }, e))?;
         cfg.device = match device {
             Device::Cuda(n) => format!("cuda:{n}"),
             _ => "cpu".into(),
@@ -205,6 +205,7 @@ impl Predictor {
         let Scan { image, record, geom, grey } = self.read_scan(input, opts.preprocess, opts.preview, &mut timings)?;
         let probs = self.infer(image, opts, &mut timings.network).map_err(|e| named(input, e))?;
 
+        check_out_dir(out_dir)?;
         std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
         let name = output_name(input);
         let stem = name.trim_end_matches(".nii.gz").to_string();
@@ -344,10 +345,11 @@ impl Predictor {
 
 /// The device to predict on: `requested` (`--device`) when given and present; else the
 /// run's `trained_on` when this machine has it, else the CPU, saying so (a run trained on
-/// a GPU node is usable on a laptop).
-pub fn choose_device(trained_on: &str, requested: Option<&str>) -> std::result::Result<Device, String> {
+/// a GPU node is usable on a laptop). The error says whether the flag (`true`) or the
+/// config is at fault, and why.
+pub fn choose_device(trained_on: &str, requested: Option<&str>) -> std::result::Result<Device, (bool, String)> {
     if let Some(r) = requested {
-        return parse_device(r).map_err(|e| format!("--device: {e}"));
+        return parse_device(r).map_err(|e| (true, e));
     }
     match parse_device(trained_on) {
         Ok(d) => Ok(d),
@@ -355,8 +357,16 @@ pub fn choose_device(trained_on: &str, requested: Option<&str>) -> std::result::
             tracing::warn!("the model was trained on `{}`, which this machine lacks ({why}); running on the CPU", trained_on.trim());
             Ok(Device::Cpu)
         }
-        Err(why) => Err(format!("config field `device`: {why}")),
+        Err(why) => Err((false, format!("config field `device`: {why}"))),
     }
+}
+
+/// Refuses an output folder that cannot be one (an existing file), before any work.
+pub fn check_out_dir(out_dir: &Path) -> Result<()> {
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(Error::invalid(out_dir, "exists and is not a folder; pick another --out"));
+    }
+    Ok(())
 }
 
 /// Refuses a scan whose voxel size no CT has, or that `preprocess` would blow up beyond

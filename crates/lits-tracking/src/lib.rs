@@ -77,6 +77,19 @@ pub(crate) fn warn(msg: &str) {
     eprintln!("warning: tracking: {msg}");
 }
 
+/// The wait of `LITS_TRACKING_WAIT` (seconds), when set to a number; a value that is not
+/// one is reported and ignored.
+fn wait_from_env() -> Option<Duration> {
+    let v = std::env::var("LITS_TRACKING_WAIT").ok()?;
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s.min(86_400.0))),
+        _ => {
+            warn(&format!("LITS_TRACKING_WAIT={v:?} is not a number of seconds; waiting the usual {} s", FINISH_WAIT.as_secs()));
+            None
+        }
+    }
+}
+
 /// Unix time in milliseconds (0 before 1970), the clock of every record lits keeps.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -107,7 +120,7 @@ impl Sender {
     /// when the server is known to be unavailable, and as soon as one call has been waiting
     /// for an answer longer than [`STALL`]: a server that does not answer would otherwise
     /// hold the end of training for the whole `wait`.
-    fn drained(&self, wait: Duration) -> bool {
+    fn drained(&self, wait: Duration, stall: Duration) -> bool {
         let deadline = Instant::now() + wait;
         let Ok(done) = self.done.lock() else { return false };
         loop {
@@ -115,7 +128,7 @@ impl Sender {
                 return false;
             }
             let started = self.shared.call_started_ms.load(Ordering::SeqCst);
-            if started != 0 && now_ms() - started > STALL.as_millis() as i64 {
+            if started != 0 && now_ms() - started > stall.as_millis() as i64 {
                 return false;
             }
             if Instant::now() >= deadline {
@@ -245,17 +258,28 @@ impl Tracker {
     /// left; returns at once when the server is known to be unavailable, and after a couple
     /// of seconds when it stopped answering. What is not sent stays in the journal for
     /// `lits sync`.
+    ///
+    /// With `LITS_TRACKING_WAIT=SECONDS` in the environment it waits up to that long
+    /// instead, however slowly the server answers (for a slow or distant server, or a CI
+    /// job that must end with everything on the server).
     pub fn finish(self, status: RunStatus) {
-        self.finish_within(status, FINISH_WAIT);
+        match wait_from_env() {
+            Some(wait) => self.finish_bounded(status, wait, wait),
+            None => self.finish_within(status, FINISH_WAIT),
+        }
     }
 
     /// [`Tracker::finish`] with another bound on the wait.
-    pub fn finish_within(mut self, status: RunStatus, wait: Duration) {
+    pub fn finish_within(self, status: RunStatus, wait: Duration) {
+        self.finish_bounded(status, wait, STALL);
+    }
+
+    fn finish_bounded(mut self, status: RunStatus, wait: Duration, stall: Duration) {
         self.append(Record::End { time_ms: now_ms(), status });
         let Some(s) = self.sender.take() else { return };
         s.shared.finishing.store(true, Ordering::SeqCst);
         let _ = s.wake.try_send(());
-        if !s.drained(wait) {
+        if !s.drained(wait, stall) {
             s.shared.stop.store(true, Ordering::SeqCst);
         }
         let left = s.shared.written.load(Ordering::SeqCst).saturating_sub(s.shared.acked.load(Ordering::SeqCst));

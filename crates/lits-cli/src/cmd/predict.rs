@@ -14,19 +14,8 @@ pub struct Args {
     /// Folder for the masks (`volume-N` → `segmentation-N.nii.gz`, else `<stem>_seg.nii.gz`).
     #[arg(long)]
     out: PathBuf,
-    /// Run directory of `lits train` (best weights, config, plans).
-    #[arg(long, conflicts_with_all = ["weights", "config"], required_unless_present_all = ["weights", "config"])]
-    run: Option<PathBuf>,
-    /// Weights (`.safetensors`) instead of `--run`; needs `--config`.
-    #[arg(long, requires = "config")]
-    weights: Option<PathBuf>,
-    /// Training config instead of `--run` (a `plans.json` beside it is used when present).
-    #[arg(long, requires = "weights")]
-    config: Option<PathBuf>,
-    /// Device to run on (`cpu`, `cuda`, `cuda:N`). Default: the run's device when this
-    /// machine has it, else the CPU.
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    model: Model,
     /// Write the network's argmax as it is (no largest-liver-component clean-up).
     #[arg(long)]
     no_postprocess: bool,
@@ -47,6 +36,36 @@ pub struct Args {
     /// `<mask stem>_uncertainty.nii.gz` its predictive entropy in nats (float32).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     uncertainty: Option<u32>,
+}
+
+/// The trained model, as `predict` and `explain` take it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Model {
+    /// Run directory of `lits train` (best weights, config, plans).
+    #[arg(long, conflicts_with_all = ["weights", "config"], required_unless_present_all = ["weights", "config"])]
+    run: Option<PathBuf>,
+    /// Weights (`.safetensors`) instead of `--run`; needs `--config`.
+    #[arg(long, requires = "config")]
+    weights: Option<PathBuf>,
+    /// Training config instead of `--run` (a `plans.json` beside it is used when present).
+    #[arg(long, requires = "weights")]
+    config: Option<PathBuf>,
+    /// Device to run on (`cpu`, `cuda`, `cuda:N`). Default: the run's device when this
+    /// machine has it, else the CPU.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+impl Model {
+    /// The model of `--run`, or of `--weights` with `--config`, on `--device`.
+    pub(crate) fn load(&self) -> anyhow::Result<Predictor> {
+        let device = self.device.as_deref();
+        Ok(match (&self.run, &self.weights, &self.config) {
+            (Some(run), _, _) => Predictor::from_run_on(run, device)?,
+            (None, Some(w), Some(c)) => Predictor::from_files_on(w, c, device)?,
+            _ => bail!("give --run RUN_DIR, or --weights FILE and --config FILE"),
+        })
+    }
 }
 
 /// The scans named on the command line, folders expanded to their NIfTI files (sorted).
@@ -76,15 +95,6 @@ fn is_nifti(p: &Path) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
-/// The model of `--run`, or of `--weights` with `--config`, on `--device`.
-pub(crate) fn load(run: &Option<PathBuf>, weights: &Option<PathBuf>, config: &Option<PathBuf>, device: Option<&str>) -> anyhow::Result<Predictor> {
-    Ok(match (run, weights, config) {
-        (Some(run), _, _) => Predictor::from_run_on(run, device)?,
-        (None, Some(w), Some(c)) => Predictor::from_files_on(w, c, device)?,
-        _ => bail!("give --run RUN_DIR, or --weights FILE and --config FILE"),
-    })
-}
-
 /// A scan's line: what was written, the peak memory and where the time went.
 pub(crate) fn report(input: &Path, output: &Path, peak: Option<u64>, t: &Timings) -> String {
     format!(
@@ -102,7 +112,8 @@ pub(crate) fn report(input: &Path, output: &Path, peak: Option<u64>, t: &Timings
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = expand(&args.inputs)?;
-    let predictor = load(&args.run, &args.weights, &args.config, args.device.as_deref())?;
+    lits_infer::predict::check_out_dir(&args.out)?;
+    let predictor = args.model.load()?;
     let opts = PredictOptions {
         postprocess: !args.no_postprocess,
         preprocess: !args.no_preprocess,
