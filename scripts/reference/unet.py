@@ -19,10 +19,13 @@ class ConvBlock(nn.Module):
         self.drop_2 = nn.Dropout3d(dropout)
         self.conv_2 = nn.Conv3d(cout, cout, 3, padding=1)
         self.batch_norm_2 = nn.BatchNorm3d(cout)
+        # One ReLU module, as the original's, so that hooks on nn.ReLU (Captum's guided
+        # backpropagation) see both activations.
+        self.non_linearity = nn.ReLU(inplace=False)
 
     def forward(self, x):
-        x = torch.relu(self.batch_norm_1(self.conv_1(self.drop_1(x))))
-        return torch.relu(self.batch_norm_2(self.conv_2(self.drop_2(x))))
+        x = self.non_linearity(self.batch_norm_1(self.conv_1(self.drop_1(x))))
+        return self.non_linearity(self.batch_norm_2(self.conv_2(self.drop_2(x))))
 
 
 class Inc(nn.Module):

@@ -21,6 +21,8 @@ enum Command {
     Env(cmd::env::Args),
     /// Score predicted label maps against references with the LiTS metrics.
     Evaluate(cmd::evaluate::Args),
+    /// Which voxels drove the segmentation: Guided Grad-CAM maps on the scan's grid.
+    Explain(cmd::explain::Args),
     /// Show a NIfTI file's shape, datatype, spacing, affine, orientation, scaling and values.
     Inspect(cmd::inspect::Args),
     /// Survey a dataset for a training config and print the run's plan, without training.
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cmd::train::run(args),
         Command::Env(args) => cmd::env::run(args),
         Command::Evaluate(args) => cmd::evaluate::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Plan(args) => cmd::plan::run(args),
         Command::Predict(args) => cmd::predict::run(args),

@@ -13,7 +13,8 @@
 //! panel's name and the patient direction at its left and right edges. A panel of a scan
 //! that is `e` mm wide is `max(1, round(e · s))` pixels wide, `s` = [`LONGEST_SIDE_PX`] /
 //! the longest extent; pixel column `x` shows voxel `n − 1 − floor((x + ½) · n / w)` of the
-//! `n` voxels across, and likewise for rows.
+//! `n` voxels across, and likewise for rows. [`render_heat`] adds a second row of the same
+//! slices with a map (an attribution) over the CT.
 
 use ndarray::ArrayView3;
 
@@ -81,10 +82,72 @@ pub fn render(grey: &Volume<u8>, labels: &Labels) -> Canvas {
         grey.shape() == labels.shape() && grey.affine == labels.affine,
         "the preview needs the mask on the scan's grid"
     );
-    let (ct, spacing) = orient::canonical_view(grey);
     let (mask, _) = orient::canonical_view(labels);
+    draw(grey, liver_centre(&mask), &[&|at| mask_colour(mask[at])])
+}
+
+/// Draws a map over a scan (an attribution: larger is more) beside its mask: the top row is
+/// [`render`]'s, the bottom row the same three slices with the map over the CT in
+/// [`heat_colour`], scaled so that the 99th percentile of the positive values on the three
+/// slices is full strength. The slices cross at the map's largest value (the first in RAS
+/// order), where a heat map is looked at, rather than at the liver's centre.
+///
+/// # Panics
+/// If `labels` or `heat` is not on the scan's grid (same shape and affine).
+pub fn render_heat(grey: &Volume<u8>, labels: &Labels, heat: &Image) -> Canvas {
+    assert!(
+        grey.shape() == labels.shape() && grey.affine == labels.affine && grey.shape() == heat.shape() && grey.affine == heat.affine,
+        "the preview needs the mask and the map on the scan's grid"
+    );
+    let (mask, _) = orient::canonical_view(labels);
+    let (map, _) = orient::canonical_view(heat);
+    let mut hottest = (f32::NEG_INFINITY, None);
+    for (at, &v) in map.indexed_iter() {
+        if v > hottest.0 {
+            hottest = (v, Some([at.0, at.1, at.2]));
+        }
+    }
+    let n = [map.dim().0, map.dim().1, map.dim().2];
+    let centre = hottest.1.unwrap_or(n.map(|x| x / 2));
+    let mut shown: Vec<f64> = Vec::new();
+    for p in &PANELS {
+        let slice = map.index_axis(ndarray::Axis(p.fixed), centre[p.fixed]);
+        shown.extend(slice.iter().filter(|&&v| v > 0.0).map(|&v| f64::from(v)));
+    }
+    let scale = lits_data::percentile::select(&mut shown, 99.0);
+    let scale = if scale > 0.0 { scale as f32 } else { 1.0 };
+    draw(grey, Some(centre), &[&|at| mask_colour(mask[at]), &|at| heat_colour(map[at] / scale)])
+}
+
+/// What lies over the CT at a canonical voxel: a colour and its opacity.
+type Overlay<'a> = &'a dyn Fn([usize; 3]) -> Option<(Rgb, f64)>;
+
+/// The colour of a label: liver and tumor at [`MASK_ALPHA`], nothing over background.
+fn mask_colour(label: u8) -> Option<(Rgb, f64)> {
+    match label {
+        1 => Some((LIVER, MASK_ALPHA)),
+        2 => Some((TUMOR, MASK_ALPHA)),
+        _ => None,
+    }
+}
+
+/// The heat colour of `t` (clamped to 0..1), black-body as matplotlib's `hot`: black, red
+/// at ⅓, yellow at ⅔, white at 1; its opacity is `t`, so that low values leave the CT.
+pub fn heat_colour(t: f32) -> Option<(Rgb, f64)> {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+    if t == 0.0 {
+        return None;
+    }
+    let ramp = |from: f32| ((3.0 * t - from).clamp(0.0, 1.0) * 255.0).round() as u8;
+    Some(([ramp(0.0), ramp(1.0), ramp(2.0)], f64::from(t)))
+}
+
+/// The three panels crossing at `centre` (canonical voxel; the volume's centre when
+/// `None`), one row per overlay, each under its band of names.
+fn draw(grey: &Volume<u8>, centre: Option<[usize; 3]>, rows: &[Overlay<'_>]) -> Canvas {
+    let (ct, spacing) = orient::canonical_view(grey);
     let n = [ct.dim().0, ct.dim().1, ct.dim().2];
-    let centre = liver_centre(&mask).unwrap_or(n.map(|x| x / 2));
+    let centre = centre.unwrap_or(n.map(|x| x / 2));
     let extent: [f64; 3] = std::array::from_fn(|a| n[a] as f64 * spacing[a]);
     let px_per_mm = LONGEST_SIDE_PX / extent.iter().copied().fold(0.0, f64::max);
     let size = |p: &Panel| {
@@ -93,16 +156,19 @@ pub fn render(grey: &Volume<u8>, labels: &Labels) -> Canvas {
     };
     let sizes = PANELS.map(|p| size(&p));
     let width = MARGIN_PX + sizes.iter().map(|s| s.0 + MARGIN_PX).sum::<u32>();
-    let height = TITLE_PX + sizes.iter().map(|s| s.1).max().unwrap_or(1) + MARGIN_PX;
-    let mut canvas = Canvas::new(width, height, [0, 0, 0]);
-    let mut left = MARGIN_PX;
-    for (p, (w, h)) in PANELS.iter().zip(sizes) {
-        draw_panel(&mut canvas, p, [left, TITLE_PX], [w, h], centre[p.fixed], &ct, &mask);
-        let (l, r) = (left as f64, (left + w) as f64);
-        canvas.text(l + w as f64 / 2.0, 5.0, p.name, 2, TEXT, Align::Center);
-        canvas.text(l, 5.0, p.edges[0], 2, TEXT, Align::Left);
-        canvas.text(r, 5.0, p.edges[1], 2, TEXT, Align::Right);
-        left += w + MARGIN_PX;
+    let row = TITLE_PX + sizes.iter().map(|s| s.1).max().unwrap_or(1);
+    let mut canvas = Canvas::new(width, row * rows.len() as u32 + MARGIN_PX, [0, 0, 0]);
+    for (r, overlay) in rows.iter().enumerate() {
+        let top = row * r as u32;
+        let mut left = MARGIN_PX;
+        for (p, (w, h)) in PANELS.iter().zip(sizes) {
+            draw_panel(&mut canvas, p, [left, top + TITLE_PX], [w, h], centre[p.fixed], &ct, *overlay);
+            let (l, r, y) = (left as f64, (left + w) as f64, top as f64 + 5.0);
+            canvas.text(l + w as f64 / 2.0, y, p.name, 2, TEXT, Align::Center);
+            canvas.text(l, y, p.edges[0], 2, TEXT, Align::Left);
+            canvas.text(r, y, p.edges[1], 2, TEXT, Align::Right);
+            left += w + MARGIN_PX;
+        }
     }
     canvas
 }
@@ -120,7 +186,7 @@ fn draw_panel(
     [w, h]: [u32; 2],
     index: usize,
     ct: &ArrayView3<'_, u8>,
-    mask: &ArrayView3<'_, u8>,
+    overlay: Overlay<'_>,
 ) {
     let n = [ct.dim().0, ct.dim().1, ct.dim().2];
     for y in 0..h {
@@ -131,10 +197,8 @@ fn draw_panel(
             at[p.vertical] = voxel_at(y, h, n[p.vertical]);
             let (px, py) = ((origin[0] + x) as i64, (origin[1] + y) as i64);
             canvas.blend(px, py, [ct[at]; 3], 1.0);
-            match mask[at] {
-                1 => canvas.blend(px, py, LIVER, MASK_ALPHA),
-                2 => canvas.blend(px, py, TUMOR, MASK_ALPHA),
-                _ => {}
+            if let Some((colour, alpha)) = overlay(at) {
+                canvas.blend(px, py, colour, alpha);
             }
         }
     }
@@ -226,5 +290,32 @@ mod tests {
         let c = render(&soft_tissue(&ras), &empty);
         let grey = |p: Rgb| p[0] == p[1] && p[1] == p[2];
         assert!((0..c.height()).all(|y| (0..c.width()).all(|x| grey(c.pixel(x, y)))), "no colour without a mask");
+    }
+
+    #[test]
+    fn heat_rows_cross_at_the_hottest_voxel_under_the_mask_row() {
+        assert_eq!(heat_colour(0.0), None);
+        assert_eq!(heat_colour(f32::NAN), None);
+        assert_eq!(heat_colour(2.0), Some(([255, 255, 255], 1.0)));
+        assert_eq!(heat_colour(1.0 / 3.0).map(|c| c.0), Some([255, 0, 0]));
+        // RAS, 8 × 8 × 8 voxels of 1 mm: 48 px per voxel, panels 384 × 384.
+        let img = Volume::with_spacing(Array3::<f32>::from_elem((8, 8, 8), 40.0), [1.0; 3]);
+        let mut mask = Array3::<u8>::zeros((8, 8, 8));
+        mask[[1, 1, 1]] = 1;
+        let mut heat = Array3::<f32>::zeros((8, 8, 8));
+        heat[[6, 2, 5]] = 4.0;
+        heat[[6, 3, 5]] = 1.0;
+        let c = render_heat(&soft_tissue(&img), &img.map_data(mask), &img.map_data(heat));
+        let row = TITLE_PX + 384;
+        assert_eq!((c.width(), c.height()), (16 + 3 * (384 + 16), 2 * row + 16));
+        // Axial panel of the heat row through k = 5: voxel i = 6 is column 8 − 1 − 6 = 1
+        // (48 px each), j = 2 is row 5 from the top, at full strength (the 99th
+        // percentile of the two positive values is about 3.97).
+        let hot = c.pixel(16 + 48 + 24, row + TITLE_PX + 5 * 48 + 24);
+        assert_eq!(hot, [255, 255, 255], "the hottest voxel is white");
+        let warm = c.pixel(16 + 48 + 24, row + TITLE_PX + 4 * 48 + 24);
+        assert!(warm[0] > warm[1] && warm[1] == warm[2] && warm[0] > 128, "a quarter is red: {warm:?}");
+        // The mask row shows the same slice: no liver at k = 5, so it is grey there.
+        assert_eq!(c.pixel(16 + 48 + 24, TITLE_PX + 5 * 48 + 24), [128; 3]);
     }
 }

@@ -5,4 +5,5 @@
 #![warn(missing_docs)]
 
 pub mod evaluate;
+pub mod explain;
 pub mod predict;

@@ -2,6 +2,7 @@
 //! libtorch through `tch`.
 #![warn(missing_docs)]
 
+pub mod attribution;
 pub mod backend;
 pub mod error;
 pub mod inference;

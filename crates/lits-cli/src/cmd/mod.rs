@@ -2,6 +2,7 @@
 
 pub mod env;
 pub mod evaluate;
+pub mod explain;
 pub mod inspect;
 pub mod plan;
 pub mod predict;

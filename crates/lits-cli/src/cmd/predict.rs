@@ -123,10 +123,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         uncertainty: args.uncertainty,
     };
     predictor.check_options(&opts)?;
+    Ok(for_each_scan(&files, "segmented", |f| {
+        let p = predictor.predict_file(f, &args.out, &opts)?;
+        Ok(report(f, &p.mask, p.peak_memory, &p.timings))
+    }))
+}
+
+/// Runs `one` on every scan and prints its line, or its error and goes on; fails at the
+/// end when any scan failed (`error: K of M scans could not be VERB`).
+pub(crate) fn for_each_scan(files: &[PathBuf], verb: &str, mut one: impl FnMut(&Path) -> anyhow::Result<String>) -> ExitCode {
     let mut failed = 0usize;
-    for f in &files {
-        match predictor.predict_file(f, &args.out, &opts) {
-            Ok(p) => eprintln!("{}", report(f, &p.mask, p.peak_memory, &p.timings)),
+    for f in files {
+        match one(f) {
+            Ok(line) => eprintln!("{line}"),
             Err(e) => {
                 eprintln!("error: {e}");
                 failed += 1;
@@ -134,8 +143,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if failed > 0 {
-        eprintln!("error: {failed} of {} scans could not be segmented", files.len());
-        return Ok(ExitCode::FAILURE);
+        eprintln!("error: {failed} of {} scans could not be {verb}", files.len());
+        return ExitCode::FAILURE;
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }

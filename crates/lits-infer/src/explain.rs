@@ -1,0 +1,140 @@
+//! Which voxels of a scan drove its segmentation: Guided Grad-CAM (or Grad-CAM) maps of a
+//! trained run, on the scan's own grid.
+//!
+//! A scan goes through `predict`'s pipeline: read with its geometry, prepared as in
+//! training, the network run by sliding windows. Each window's attribution
+//! ([`lits_model::attribution`]: Captum's `GuidedGradCam` on the original project's
+//! per-class sum of logits) is blended with the windows' importance weights, beside the
+//! probabilities of the same forward passes; the map is restored to the scan's grid
+//! (trilinear, 0 outside a crop) and written as float32 with the scan's header geometry.
+//! The mask those probabilities give (argmax, largest liver component) is only drawn in
+//! the preview, next to the map.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lits_data::nifti::{self, ImageDtype};
+use lits_eval::preview;
+use lits_model::attribution::{self, Explain};
+
+use lits_train::error::{Error, Result};
+use lits_train::memory;
+
+use crate::predict::{self, fold_classes, named, output_name, to_source, Predictor, Scan, Timings};
+
+/// The classes by name, in label order.
+pub const CLASSES: [&str; 3] = ["background", "liver", "tumor"];
+
+/// The label of a class name, or an error naming the choices.
+pub fn parse_class(name: &str) -> Result<i64> {
+    CLASSES
+        .iter()
+        .position(|c| *c == name)
+        .map(|c| c as i64)
+        .ok_or_else(|| Error::config("class", format!("unknown class `{name}`: choose one of {}", CLASSES.join(", "))))
+}
+
+/// What [`Predictor::explain_file`] explains, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExplainOptions {
+    /// The class, method and Grad-CAM layer.
+    pub what: Explain,
+    /// Prepare the scan as in training; off, the network sees the stored voxels (one
+    /// window of them is the bare method, for parity checks).
+    pub preprocess: bool,
+    /// Also write a PNG of the map over the CT beside the mask.
+    pub preview: bool,
+}
+
+impl Default for ExplainOptions {
+    fn default() -> Self {
+        ExplainOptions { what: Explain::default(), preprocess: true, preview: false }
+    }
+}
+
+impl ExplainOptions {
+    /// The class's name (its label for classes beyond [`CLASSES`]).
+    pub fn class_name(&self) -> String {
+        CLASSES.get(self.what.class as usize).map_or_else(|| self.what.class.to_string(), |c| c.to_string())
+    }
+}
+
+/// What [`Predictor::explain_file`] wrote for one scan, and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// The map.
+    pub map: PathBuf,
+    /// The preview, if asked for.
+    pub extra: Vec<PathBuf>,
+    /// Peak resident memory of the process while the scan was explained, in bytes.
+    pub peak_memory: Option<u64>,
+    /// Where the time went; `network` is the sliding-window attribution (forward and
+    /// backward passes and the blending).
+    pub timings: Timings,
+}
+
+impl Predictor {
+    /// Refuses a class this network does not have, before any scan is read.
+    pub fn check_explain(&self, opts: &ExplainOptions) -> Result<()> {
+        Ok(opts.what.check(&self.net)?)
+    }
+
+    /// Explains `input`'s segmentation of `opts.what.class` and writes the map into
+    /// `out_dir` as `<stem>_explain_<class>.nii.gz` (`<stem>` the mask's name of
+    /// [`output_name`] without `.nii.gz`), with `--preview` `<stem>_explain_<class>.png`
+    /// beside it. Nothing is written for a scan that fails.
+    pub fn explain_file(&self, input: &Path, out_dir: &Path, opts: &ExplainOptions) -> Result<Explanation> {
+        self.check_explain(opts)?;
+        memory::reset_peak();
+        let start = Instant::now();
+        let mut timings = Timings::default();
+        let Scan { image, record, geom, grey } = self.read_scan(input, opts.preprocess, opts.preview, &mut timings)?;
+        let sw = self.cfg.validation.sliding_window.clone();
+        let mut maps = self
+            .run_network(image, &mut timings.network, |x| Ok(attribution::explain_volume(&self.net, x, &sw, &opts.what)?))
+            .map_err(|e| named(input, e))?;
+        let map = maps.pop().ok_or_else(|| Error::invalid(input, "the network gave no map"))?;
+        let map = match &record {
+            Some(r) => r.to_source(r.restore_image_oriented(&map, 0.0).map_err(|e| named(input, e.into()))?),
+            None => map,
+        };
+        let labels = match &grey {
+            Some(_) => {
+                let (labels, _) = fold_classes(input, maps, &record, false, |_, _| Ok(()))?;
+                let mut labels = to_source(&record, labels);
+                predict::keep_largest_liver(&mut labels.data);
+                Some(labels)
+            }
+            None => None,
+        };
+
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+        let name = output_name(input);
+        let stem = format!("{}_explain_{}", name.trim_end_matches(".nii.gz"), opts.class_name());
+        let out = out_dir.join(format!("{stem}.nii.gz"));
+        nifti::write_image(&out, &map, &geom, ImageDtype::F32)?;
+        let mut extra = Vec::new();
+        if let (Some(grey), Some(labels)) = (&grey, &labels) {
+            let path = out_dir.join(format!("{stem}.png"));
+            preview::render_heat(grey, labels, &map).save_png(&path)?;
+            extra.push(path);
+        }
+        timings.rest = start.elapsed().as_secs_f64() - timings.read - timings.preprocess - timings.network;
+        Ok(Explanation { map: out, extra, peak_memory: memory::peak_resident_bytes(), timings })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_by_name_and_unknown_ones_list_the_choices() {
+        assert_eq!(parse_class("tumor").unwrap(), 2);
+        assert_eq!(parse_class("background").unwrap(), 0);
+        let e = parse_class("kidney").unwrap_err().to_string();
+        assert!(e.contains("unknown class `kidney`: choose one of background, liver, tumor"), "{e}");
+        let opts = ExplainOptions::default();
+        assert_eq!(opts.class_name(), "tumor");
+    }
+}
