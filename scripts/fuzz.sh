@@ -34,7 +34,10 @@ else
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 
+# One build for every target; the runs below use its binaries, so a source change made while
+# they run (another build in the same tree) neither rebuilds nor changes what is fuzzed.
 cargo +nightly fuzz build
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
 
 # Each target writes its inputs to files; keep them out of the system's temporary folder.
 scratch=$(mktemp -d)
@@ -43,11 +46,11 @@ mkdir -p fuzz/logs
 failed=()
 printf '%-12s %12s %8s %8s %8s %s\n' target executions exec/s cov ft result
 for t in "${targets[@]}"; do
-  mkdir -p "fuzz/corpus/$t"
+  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log="fuzz/logs/$t.log"
   result=ok
   # A unit that takes 30 s is a finding (the inputs are at most a few KiB).
-  if ! TMPDIR=$scratch cargo +nightly fuzz run "$t" "$root/fuzz/corpus/$t" "$root/fuzz/seeds/$t" -- \
+  if ! TMPDIR=$scratch "$bin/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -artifact_prefix="fuzz/artifacts/$t/" \
     -max_total_time="$seconds" -timeout=30 -print_final_stats=1 >"$log" 2>&1; then
     result="FINDING (see $log and fuzz/artifacts/$t/)"
     failed+=("$t")
