@@ -234,4 +234,16 @@ mod tests {
         let e = load::<St>(&p).unwrap_err().to_string();
         assert!(e.contains("c.ckpt") && e.contains("state field epoch: invalid type: null"), "{e}");
     }
+
+    #[test]
+    fn a_tensor_dimension_past_i64_is_refused_naming_it() {
+        // Empty (so the file holds it in 0 bytes), but libtorch cannot take the dimension.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        let view = TensorView::new(Dtype::F32, vec![0, 1 << 63], &[]).unwrap();
+        let meta = HashMap::from([(STATE_KEY.to_owned(), r#"{"epoch":1,"note":""}"#.to_owned())]);
+        std::fs::write(&p, safetensors::serialize([("w", view)], Some(meta)).unwrap()).unwrap();
+        let e = load::<St>(&p).unwrap_err().to_string();
+        assert!(e.contains("c.ckpt") && e.contains("tensor w has a dimension of 9223372036854775808"), "{e}");
+    }
 }

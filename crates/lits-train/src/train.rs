@@ -495,4 +495,19 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_step_count_of_another_shape_or_kind_is_refused_naming_the_checkpoint() {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let _w = vs.root().zeros("w", &[2]);
+        let mut opt = Optimizer::new(&vs, crate::optim::OptimizerConfig::default());
+        let state = TrainState::fresh(&TrainConfig::default(), String::new());
+        let path = Path::new("last.ckpt");
+        let model = || ("model.w".to_owned(), Tensor::from_slice(&[1.0f32, 2.0]));
+        for steps in [Tensor::from_slice(&[3.0f32]), Tensor::from_slice(&[-1i64]), Tensor::from_slice(&[1i64, 2]), Tensor::from(4i64)] {
+            let tensors = [model(), ("optim.__steps__".to_owned(), steps)];
+            let e = restore(&mut vs, &mut opt, &state, &tensors, path).unwrap_err().to_string();
+            assert!(e.contains("last.ckpt") && e.contains("no optimiser step count"), "{e}");
+        }
+    }
 }
