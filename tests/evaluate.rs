@@ -48,7 +48,7 @@ fn close(got: &Value, want: f64, tol: f64, what: &str) {
 fn compare_with_medpy(report: &Value, want: &Value) {
     let cases = report["cases"].as_array().unwrap();
     for (id, expected) in want["cases"].as_object().unwrap() {
-        let case = cases.iter().find(|c| c["id"].to_string() == *id).unwrap_or_else(|| panic!("no case {id}"));
+        let case = cases.iter().find(|c| c["id"].as_u64() == id.parse().ok()).unwrap_or_else(|| panic!("no case {id}"));
         assert!(case.get("error").is_none(), "case {id}: {}", case["error"]);
         for structure in ["liver", "tumor"] {
             let (got, exp) = (&case[structure], &expected[structure]);

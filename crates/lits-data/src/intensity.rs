@@ -233,7 +233,7 @@ impl CaseStats {
             if l == 0 {
                 continue;
             }
-            if seen % stride == 0 {
+            if seen.is_multiple_of(stride) {
                 s.samples.push(v);
             }
             seen += 1;

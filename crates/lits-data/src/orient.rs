@@ -160,10 +160,10 @@ impl Reorientation {
         // old voxel o is new voxel n = U o, so the old affine is A U.
         let mut u = [[0.0; 4]; 4];
         u[3][3] = 1.0;
-        for a in 0..3 {
+        for (a, row) in u.iter_mut().take(3).enumerate() {
             let s = self.source_axis[a];
-            u[a][s] = if self.flipped[a] { -1.0 } else { 1.0 };
-            u[a][3] = if self.flipped[a] { (self.source_shape[s] - 1) as f64 } else { 0.0 };
+            row[s] = if self.flipped[a] { -1.0 } else { 1.0 };
+            row[3] = if self.flipped[a] { (self.source_shape[s] - 1) as f64 } else { 0.0 };
         }
         let mut spacing = [0.0; 3];
         for (a, &s) in self.source_axis.iter().enumerate() {

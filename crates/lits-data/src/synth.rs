@@ -221,7 +221,7 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
     let offsets = [cycle.below(60) as usize, cycle.below(60) as usize, cycle.below(60) as usize];
     let orientation = ORIENTATIONS[(index + offsets[0]) % ORIENTATIONS.len()];
     let storage = STORAGES[(index + offsets[1]) % STORAGES.len()];
-    let tumor_free = (index + offsets[2]) % TUMOR_FREE_EVERY == 0;
+    let tumor_free = (index + offsets[2]).is_multiple_of(TUMOR_FREE_EVERY);
 
     let mut rng = SeededRng::new(cfg.seed, index as u64);
     let n_xy = rng.int(cfg.in_plane_voxels[0], cfg.in_plane_voxels[1]);

@@ -45,7 +45,7 @@ pub fn grid_mismatch<A, B>(a: &Volume<A>, b: &Volume<B>, whose: &str) -> Option<
             m[..3].iter().map(|r| format!("[{}]", r.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "))).collect();
         format!("[{}]", rows.join(", "))
     };
-    (!(worst <= AFFINE_TOLERANCE)).then(|| {
+    (worst.is_nan() || worst > AFFINE_TOLERANCE).then(|| {
         format!(
             "affine {} differs from {whose} {} (relative difference {worst:.2e}): not on the same grid",
             fmt(&b.affine),

@@ -40,7 +40,7 @@ pub fn parse_device(name: &str) -> std::result::Result<tch::Device, String> {
 }
 
 /// Where the cases come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// A dataset folder in LiTS or MSD Task03 layout. `null`: synthetic CT phantoms,
@@ -55,11 +55,6 @@ pub struct DataConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig { dir: None, synth: SynthConfig::default(), split: SplitConfig::default(), cache_dir: None }
-    }
-}
 
 /// How the validation cases are chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,8 +353,10 @@ mod tests {
 
     #[test]
     fn negative_lr_is_refused() {
-        let mut c = TrainConfig::default();
-        c.optimizer = OptimizerConfig::Adam { lr: -1e-4, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 };
+        let c = TrainConfig {
+            optimizer: OptimizerConfig::Adam { lr: -1e-4, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 },
+            ..TrainConfig::default()
+        };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("optimizer.lr"), "{e}");
     }

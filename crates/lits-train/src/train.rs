@@ -265,7 +265,7 @@ fn run_loop(
 
         let val_started = Instant::now();
         let is_last = state.epochs_done == cfg.epochs;
-        let val = if state.epochs_done % cfg.validation.every == 0 || is_last {
+        let val = if state.epochs_done.is_multiple_of(cfg.validation.every) || is_last {
             Some(validate(&net, &data, &cfg, device)?)
         } else {
             None

@@ -91,9 +91,9 @@ impl Geometry {
         match self.affine_source() {
             AffineSource::Sform => {
                 let mut a = identity4();
-                for r in 0..3 {
-                    for c in 0..4 {
-                        a[r][c] = f64::from(self.srow[r][c]);
+                for (row, srow) in a.iter_mut().zip(&self.srow) {
+                    for (v, s) in row.iter_mut().zip(srow) {
+                        *v = f64::from(*s);
                     }
                 }
                 Ok(a)
