@@ -15,15 +15,13 @@ use std::path::PathBuf;
 /// Emits the link arguments; returns the libtorch folder (the one holding `lib/`).
 pub fn emit() -> PathBuf {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    let root = PathBuf::from(std::env::var("LIBTORCH").unwrap_or_else(|_| {
-        fail("LIBTORCH is not set: build inside the lits workspace, after running scripts/setup.sh")
-    }));
+    let root = PathBuf::from(
+        std::env::var("LIBTORCH")
+            .unwrap_or_else(|_| fail("LIBTORCH is not set: build inside the lits workspace, after running scripts/setup.sh")),
+    );
     let root = match root.canonicalize() {
         Ok(r) if r.join("lib").is_dir() => r,
-        _ => fail(&format!(
-            "libtorch not found at {}: run scripts/setup.sh first (it installs torch into .venv)",
-            root.display()
-        )),
+        _ => fail(&format!("libtorch not found at {}: run scripts/setup.sh first (it installs torch into .venv)", root.display())),
     };
     let lib = root.join("lib");
     // Re-run (and fail with the message above) when the set-up is removed or redone.

@@ -175,13 +175,21 @@ fn every_bad_input_is_refused_naming_it_and_leaves_nothing_half_written() {
     let zero = write_json(&t.join("zero.json"), &edited(&|v| v["model"]["base_channels"] = 0.into()));
     let w = run.join("best.safetensors");
     rows.push(
-        Row::new("base_channels 0 (--config)", predict(&["--weights".as_ref(), w.as_os_str(), "--config".as_ref(), zero.as_os_str()], &t.join("o1")), &["zero.json", "model.base_channels"])
-            .absent(t.join("o1")),
+        Row::new(
+            "base_channels 0 (--config)",
+            predict(&["--weights".as_ref(), w.as_os_str(), "--config".as_ref(), zero.as_os_str()], &t.join("o1")),
+            &["zero.json", "model.base_channels"],
+        )
+        .absent(t.join("o1")),
     );
     let r0 = run_copy(&run, &t.join("run-zero"), |v| v["model"]["base_channels"] = 0.into());
     rows.push(
-        Row::new("base_channels 0 (--run)", predict(&["--run".as_ref(), r0.as_os_str()], &t.join("o2")), &["config.json", "model.base_channels"])
-            .absent(t.join("o2")),
+        Row::new(
+            "base_channels 0 (--run)",
+            predict(&["--run".as_ref(), r0.as_os_str()], &t.join("o2")),
+            &["config.json", "model.base_channels"],
+        )
+        .absent(t.join("o2")),
     );
 
     // Weights that do not fit: another width, another dtype, a tensor cut short, a file cut short.
@@ -190,11 +198,19 @@ fn every_bad_input_is_refused_naming_it_and_leaves_nothing_half_written() {
     for (what, weights, cfg, says) in [
         ("weights of another model width", w.clone(), wide.clone(), vec!["best.safetensors", "mis-shaped"]),
         ("weights of another dtype", t.join("int.safetensors"), cfg.clone(), vec!["int.safetensors", "outc.conv_1.weight"]),
-        ("weights of another shape", t.join("shape.safetensors"), cfg.clone(), vec!["shape.safetensors", "outc.conv_1.weight", "mis-shaped"]),
+        (
+            "weights of another shape",
+            t.join("shape.safetensors"),
+            cfg.clone(),
+            vec!["shape.safetensors", "outc.conv_1.weight", "mis-shaped"],
+        ),
         ("weights cut short", t.join("cut.safetensors"), cfg.clone(), vec!["cut.safetensors", "not a readable safetensors file"]),
     ] {
         let out = t.join(format!("o-{}", weights.file_stem().unwrap().to_string_lossy()));
-        rows.push(Row::new(what, predict(&[&os(Path::new("--weights")), &os(&weights), &os(Path::new("--config")), &os(&cfg)], &out), &says).absent(out));
+        rows.push(
+            Row::new(what, predict(&[&os(Path::new("--weights")), &os(&weights), &os(Path::new("--config")), &os(&cfg)], &out), &says)
+                .absent(out),
+        );
     }
 
     // Checkpoints a resume cannot use: cut short, or of another model width.
@@ -204,7 +220,12 @@ fn every_bad_input_is_refused_naming_it_and_leaves_nothing_half_written() {
     fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
     let mut c = lits(&cache);
     c.args(["train", "--resume"]).arg(&cut);
-    rows.push(Row::new("a checkpoint cut short", c, &["last.ckpt"]).unchanged(&ckpt).unchanged(&cut.join("metrics.jsonl")).unchanged(&cut.join("best.safetensors")));
+    rows.push(
+        Row::new("a checkpoint cut short", c, &["last.ckpt"])
+            .unchanged(&ckpt)
+            .unchanged(&cut.join("metrics.jsonl"))
+            .unchanged(&cut.join("best.safetensors")),
+    );
     let other = run_copy(&run, &t.join("run-wide"), |v| v["model"]["base_channels"] = 8.into());
     let mut c = lits(&cache);
     c.args(["train", "--resume"]).arg(&other);
@@ -228,9 +249,13 @@ fn every_bad_input_is_refused_naming_it_and_leaves_nothing_half_written() {
     let mut c = lits(&fresh_cache);
     c.args(["train", "--config"]).arg(&bad).arg("--out").arg(t.join("run-bad"));
     rows.push(
-        Row::new("three bad config values", c, &["bad.json", "patches.foreground_fraction", "patches.augment.scale", "validation.sliding_window.patch[0]"])
-            .absent(t.join("run-bad"))
-            .absent(&fresh_cache),
+        Row::new(
+            "three bad config values",
+            c,
+            &["bad.json", "patches.foreground_fraction", "patches.augment.scale", "validation.sliding_window.patch[0]"],
+        )
+        .absent(t.join("run-bad"))
+        .absent(&fresh_cache),
     );
     let huge = write_json(
         &t.join("huge.json"),
@@ -242,7 +267,11 @@ fn every_bad_input_is_refused_naming_it_and_leaves_nothing_half_written() {
     );
     let mut c = lits(&fresh_cache);
     c.args(["train", "--config"]).arg(&huge).arg("--out").arg(t.join("run-huge"));
-    rows.push(Row::new("phantoms too large to allocate", c, &["huge.json", "data.synth.in_plane_voxels"]).absent(t.join("run-huge")).absent(&fresh_cache));
+    rows.push(
+        Row::new("phantoms too large to allocate", c, &["huge.json", "data.synth.in_plane_voxels"])
+            .absent(t.join("run-huge"))
+            .absent(&fresh_cache),
+    );
 
     // A dataset with a header that asks for 244 G voxels, a label value 7 and a label map
     // of another grid: each case named with its problem, the good case cached.
@@ -258,12 +287,19 @@ fn every_bad_input_is_refused_naming_it_and_leaves_nothing_half_written() {
     // A reference with zero pixdim fails its case; the other is scored.
     let mut c = lits(&cache);
     c.args(["evaluate", "--pred"]).arg(t.join("pred")).arg("--ref").arg(t.join("ref"));
-    rows.push(Row::new("a reference with zero pixdim", c, &["segmentation-0.nii", "voxel size [0.0, 0.0, 0.0]", "1 cases scored, 1 failed"]));
+    rows.push(Row::new(
+        "a reference with zero pixdim",
+        c,
+        &["segmentation-0.nii", "voxel size [0.0, 0.0, 0.0]", "1 cases scored, 1 failed"],
+    ));
 
     // Outputs that cannot be written: a file where the folder should be.
     let file = t.join("a-file");
     fs::write(&file, b"keep me").unwrap();
-    rows.push(Row::new("--out is a file (predict)", predict(&["--run".as_ref(), run.as_os_str()], &file), &["a-file", "is not a folder"]).unchanged(&file));
+    rows.push(
+        Row::new("--out is a file (predict)", predict(&["--run".as_ref(), run.as_os_str()], &file), &["a-file", "is not a folder"])
+            .unchanged(&file),
+    );
     let mut c = lits(&cache);
     c.args(["train", "--config"]).arg(&cfg).arg("--out").arg(&file);
     rows.push(Row::new("--out is a file (train)", c, &["a-file", "is not a folder"]).unchanged(&file));
@@ -282,7 +318,11 @@ fn every_bad_input_is_refused_naming_it_and_leaves_nothing_half_written() {
     if disk.is_some() {
         // Fill the tmpfs to the last byte, so the mask cannot be written.
         let _ = fs::write(t.join("full/filler"), vec![0u8; 128 * 1024]);
-        rows.push(Row::new("a full disk", predict(&["--run".as_ref(), run.as_os_str()], &full_out), &["scan_seg.nii.gz", "No space left on device"]));
+        rows.push(Row::new(
+            "a full disk",
+            predict(&["--run".as_ref(), run.as_os_str()], &full_out),
+            &["scan_seg.nii.gz", "No space left on device"],
+        ));
     } else {
         eprintln!("note: cannot mount a tmpfs here (not root?); the full-disk row is not run");
     }

@@ -31,11 +31,7 @@ print(json.dumps({"path": path, "shape": list(back.shape), "affine": back.affine
     "min": v.min(), "max": v.max(), "mean": v.mean(), "sum": v.sum(),
     "slope": float(back.dataobj.slope), "inter": float(back.dataobj.inter)}))
 "#;
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python"))
-        .args(["-c", SCRIPT])
-        .arg(dir)
-        .output()
-        .unwrap();
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python")).args(["-c", SCRIPT]).arg(dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

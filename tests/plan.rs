@@ -167,7 +167,8 @@ fn a_run_with_a_relative_dataset_resumes_and_evaluates_from_elsewhere_surveying_
     assert_eq!(surveys(&o.stderr), 0, "{}", text(&o.stderr));
     assert!(elsewhere.join("eval").is_dir());
     let scan = plans["cases"][3]["image"].as_str().unwrap();
-    let o = ok(traced(&cache).current_dir(&elsewhere).args(["predict", "--run"]).arg(&cut).arg(scan).args(["--out", "pred"]).output().unwrap());
+    let o =
+        ok(traced(&cache).current_dir(&elsewhere).args(["predict", "--run"]).arg(&cut).arg(scan).args(["--out", "pred"]).output().unwrap());
     assert_eq!(surveys(&o.stderr), 0, "{}", text(&o.stderr));
 
     // A run directory moved elsewhere still predicts.

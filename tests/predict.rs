@@ -144,12 +144,15 @@ fn masks_keep_geometry_bad_files_reported_with_peak_memory_bare_mode_is_argmax()
     }
     std::fs::write(bad_run.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
     let out3 = tmp.path().join("out3");
-    for how in [vec!["--run".to_string(), bad_run.display().to_string()], vec![
-        "--weights".to_string(),
-        bad_run.join("best.safetensors").display().to_string(),
-        "--config".to_string(),
-        bad_run.join("config.json").display().to_string(),
-    ]] {
+    for how in [
+        vec!["--run".to_string(), bad_run.display().to_string()],
+        vec![
+            "--weights".to_string(),
+            bad_run.join("best.safetensors").display().to_string(),
+            "--config".to_string(),
+            bad_run.join("config.json").display().to_string(),
+        ],
+    ] {
         let o = lits(&cache).arg("predict").args(&how).arg(inputs.join("ras.nii.gz")).arg("--out").arg(&out3).output().unwrap();
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{how:?}: {err}");
@@ -331,7 +334,14 @@ fn preview_and_monte_carlo_uncertainty_are_right_and_repeatable() {
     println!("preview pixels per label: {seen}");
 
     // Refused before any scan is read: zero passes, and a network without dropout.
-    let o = lits(&cache).args(["predict", "--uncertainty", "0", "--run"]).arg(&run).arg(&inputs).arg("--out").arg(tmp.path().join("x")).output().unwrap();
+    let o = lits(&cache)
+        .args(["predict", "--uncertainty", "0", "--run"])
+        .arg(&run)
+        .arg(&inputs)
+        .arg("--out")
+        .arg(tmp.path().join("x"))
+        .output()
+        .unwrap();
     assert!(!o.status.success() && text(&o.stderr).contains("--uncertainty"), "{}", text(&o.stderr));
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     cfg["model"]["dropout"] = 0.0.into();

@@ -15,7 +15,8 @@ use tracking_support::{local_history, now_ms, readback, server_history, sha256_f
 
 fn lits() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lits"));
-    for k in ["LITS_TRACKING_WAIT", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"] {
+    for k in ["LITS_TRACKING_WAIT", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
+    {
         c.env_remove(k);
     }
     c
@@ -101,16 +102,11 @@ fn assert_run_on_server(uri: &str, run_id: &str, run: &std::path::Path) {
     assert!(back["tags"].as_object().unwrap().keys().any(|k| k.contains("version")), "{}", back["tags"]);
 
     // The full metric history equals the run directory's log, epoch by epoch.
-    let log: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let log: Vec<serde_json::Value> =
+        std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(log.len(), 3);
     let history = server_history(&back);
-    let series = |key: &str| -> Vec<(i64, f64)> {
-        history[key].iter().map(|p| (p[0].as_i64().unwrap(), p[2].as_f64().unwrap())).collect()
-    };
+    let series = |key: &str| -> Vec<(i64, f64)> { history[key].iter().map(|p| (p[0].as_i64().unwrap(), p[2].as_f64().unwrap())).collect() };
     let local = |f: &dyn Fn(&serde_json::Value) -> Option<f64>| -> Vec<(i64, f64)> {
         log.iter().filter_map(|r| f(r).map(|v| (r["epoch"].as_i64().unwrap(), v))).collect()
     };

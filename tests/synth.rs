@@ -16,12 +16,7 @@ fn lits() -> Command {
 }
 
 fn synth(out: &Path, cases: usize, seed: u64) {
-    let o = lits()
-        .args(["synth", "--out"])
-        .arg(out)
-        .args(["--cases", &cases.to_string(), "--seed", &seed.to_string()])
-        .output()
-        .unwrap();
+    let o = lits().args(["synth", "--out"]).arg(out).args(["--cases", &cases.to_string(), "--seed", &seed.to_string()]).output().unwrap();
     assert!(o.status.success(), "lits synth failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 

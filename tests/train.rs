@@ -72,12 +72,7 @@ fn killed_runs_resume_to_the_same_weights() {
     // checkpoint write, then resumed to the end.
     let cut = tmp.path().join("cut");
     run(lits(&cache).args(["train", "--stop-after", "1", "--config"]).arg(&cfg).arg("--out").arg(&cut));
-    let o = lits(&cache)
-        .args(["train", "--resume"])
-        .arg(&cut)
-        .env("LITS_FAILPOINT", "checkpoint-write:3")
-        .output()
-        .unwrap();
+    let o = lits(&cache).args(["train", "--resume"]).arg(&cut).env("LITS_FAILPOINT", "checkpoint-write:3").output().unwrap();
     assert!(!o.status.success(), "the failpoint should have killed the run");
     assert!(cut.join("checkpoints/.last.ckpt.failpoint.tmp").is_file());
     // The checkpoint on disk is still the complete one of epoch 2.
@@ -160,7 +155,12 @@ fn bad_configs_fail_before_any_work() {
     // phantoms are generated.
     let big = edit("big.json", &|v| v["patches"]["patch"] = serde_json::json!([128, 128, 128]));
     fails_with(&cache, &["--out", tmp.path().join("o5").to_str().unwrap()], Some(&big), "larger than every volume");
-    fails_with(&cache, &["--data", "/nonexistent/lits", "--out", tmp.path().join("o4").to_str().unwrap()], Some(&base), "/nonexistent/lits");
+    fails_with(
+        &cache,
+        &["--data", "/nonexistent/lits", "--out", tmp.path().join("o4").to_str().unwrap()],
+        Some(&base),
+        "/nonexistent/lits",
+    );
     fails_with(&cache, &["--out", "/proc/lits-run"], Some(&base), "/proc/lits-run");
     let missing = tmp.path().join("nope.json");
     fails_with(&cache, &[], Some(&missing), "nope.json");
@@ -180,9 +180,7 @@ fn every_bad_case_is_reported_before_training_and_good_cases_are_kept_prepared()
     let cache = tmp.path().join("cache");
     let data = tmp.path().join("data");
     run(lits(&cache).args(["synth", "--cases", "4", "--seed", "7", "--out"]).arg(&data));
-    let seg = |id: u32| {
-        ["nii.gz", "nii"].iter().map(|e| data.join(format!("segmentation-{id}.{e}"))).find(|p| p.exists()).unwrap()
-    };
+    let seg = |id: u32| ["nii.gz", "nii"].iter().map(|e| data.join(format!("segmentation-{id}.{e}"))).find(|p| p.exists()).unwrap();
     let (garbage, other_grid) = (seg(0), seg(1));
     std::fs::write(&garbage, b"not a NIfTI file").unwrap();
     // A label of another case: another shape (phantom sizes vary), not this image's grid.

@@ -15,9 +15,7 @@ use ndarray::Array3;
 
 fn case(seed: usize) -> Arc<(Image, Labels)> {
     let shape = (256, 256, 160);
-    let img = Array3::from_shape_fn(shape, |(i, j, k)| {
-        ((i * 31 + j * 17 + k * 7 + seed) % 200) as f32 / 100.0 - 1.0
-    });
+    let img = Array3::from_shape_fn(shape, |(i, j, k)| ((i * 31 + j * 17 + k * 7 + seed) % 200) as f32 / 100.0 - 1.0);
     let lab = Array3::from_shape_fn(shape, |(i, j, k)| {
         let d = |a: usize, c: usize, r: usize| (a as f64 - c as f64).powi(2) / (r * r) as f64;
         let r = d(i, 150, 60) + d(j, 110, 50) + d(k, 80, 40);
@@ -27,10 +25,7 @@ fn case(seed: usize) -> Arc<(Image, Labels)> {
             u8::from(r < 1.0)
         }
     });
-    Arc::new((
-        Volume::with_spacing(img, [1.5; 3]),
-        Volume::with_spacing(lab, [1.5; 3]),
-    ))
+    Arc::new((Volume::with_spacing(img, [1.5; 3]), Volume::with_spacing(lab, [1.5; 3])))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,11 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let patch = [d, h, w];
     let cases = (0..4).map(case).collect();
-    let cfg = PatchConfig {
-        patch,
-        batch_size: batch,
-        ..PatchConfig::default()
-    };
+    let cfg = PatchConfig { patch, batch_size: batch, ..PatchConfig::default() };
     let sampler = Arc::new(PatchSampler::new(cases, cfg, 0)?);
 
     let t = Instant::now();

@@ -19,8 +19,7 @@ pub fn mul(a: &Affine, b: &Affine) -> Affine {
 /// not finite.
 pub fn invert(a: &Affine) -> Option<Affine> {
     let r = |i: usize, j: usize| a[i][j];
-    let det = r(0, 0) * (r(1, 1) * r(2, 2) - r(1, 2) * r(2, 1))
-        - r(0, 1) * (r(1, 0) * r(2, 2) - r(1, 2) * r(2, 0))
+    let det = r(0, 0) * (r(1, 1) * r(2, 2) - r(1, 2) * r(2, 1)) - r(0, 1) * (r(1, 0) * r(2, 2) - r(1, 2) * r(2, 0))
         + r(0, 2) * (r(1, 0) * r(2, 1) - r(1, 1) * r(2, 0));
     if !det.is_finite() || det.abs() < 1e-12 {
         return None;

@@ -146,9 +146,7 @@ impl CaseMeta {
     /// Whether every array in `dir` is as recorded (size and time, else content).
     fn arrays_intact(&self, dir: &Path) -> bool {
         ARRAYS.iter().all(|name| {
-            self.array(name).is_some_and(|rec| {
-                source_file(&dir.join(name), Some(rec)).is_ok_and(|now| now.sha256 == rec.sha256)
-            })
+            self.array(name).is_some_and(|rec| source_file(&dir.join(name), Some(rec)).is_ok_and(|now| now.sha256 == rec.sha256))
         })
     }
 }
@@ -257,17 +255,13 @@ pub fn survey(data: &Path, cfg: &PreprocessConfig) -> Result<Survey> {
     for case in &ds.cases {
         match &case.label {
             Some(label) => pairs.push(Pair { id: case.id, image: case.image.clone(), label: label.clone() }),
-            None => failed.push(Failure {
-                id: Some(case.id),
-                path: case.image.clone(),
-                problem: "has no segmentation (unpaired image)".into(),
-            }),
+            None => {
+                failed.push(Failure { id: Some(case.id), path: case.image.clone(), problem: "has no segmentation (unpaired image)".into() })
+            }
         }
     }
-    let headers: Vec<std::result::Result<nifti::Header, Failure>> = pairs
-        .par_iter()
-        .map(|p| nifti::read_header(&p.image).map_err(|e| failure(p.id, &p.image, e)))
-        .collect();
+    let headers: Vec<std::result::Result<nifti::Header, Failure>> =
+        pairs.par_iter().map(|p| nifti::read_header(&p.image).map_err(|e| failure(p.id, &p.image, e))).collect();
     let mut cases = Vec::new();
     for (h, pair) in headers.into_iter().zip(pairs) {
         match h {
@@ -277,10 +271,8 @@ pub fn survey(data: &Path, cfg: &PreprocessConfig) -> Result<Survey> {
     }
     failed.sort_by_key(|f| (f.id, f.path.clone()));
     let median_spacing = if cfg.needs_median_spacing() {
-        let spacings: Vec<[f64; 3]> = cases
-            .iter()
-            .map(|c| preprocess::working_spacing(cfg, c.header.geometry.spacing(), &c.header.geometry.affine))
-            .collect();
+        let spacings: Vec<[f64; 3]> =
+            cases.iter().map(|c| preprocess::working_spacing(cfg, c.header.geometry.spacing(), &c.header.geometry.affine)).collect();
         preprocess::median_spacing(&spacings)
     } else {
         None
@@ -292,12 +284,7 @@ pub fn survey(data: &Path, cfg: &PreprocessConfig) -> Result<Survey> {
 /// Preprocesses every case of the dataset in `data` with `cfg` into the cache folder `out`,
 /// redoing only what changed. Bad cases are reported in [`Report::failed`] while the good
 /// ones are cached; an `Err` means nothing could be done (no dataset, an unwritable cache).
-pub fn build(
-    data: &Path,
-    cfg: &PreprocessConfig,
-    out: &Path,
-    progress: &(dyn Fn(Event) + Sync),
-) -> Result<Report> {
+pub fn build(data: &Path, cfg: &PreprocessConfig, out: &Path, progress: &(dyn Fn(Event) + Sync)) -> Result<Report> {
     let s = survey(data, cfg)?;
     Ok(build_pairs(&s.root, &s.pairs(), s.failed, s.median_spacing, cfg, out, progress)?.0)
 }
@@ -322,15 +309,10 @@ pub fn build_pairs(
     let config_hash =
         sha256_hex(&crate::json::to_vec(&(FORMAT, cfg, median_spacing)).map_err(|e| Error::Config { field: "preprocess".into(), msg: e })?);
 
-    progress(Event::Start {
-        cases: pairs.len() + failed.len(),
-    });
+    progress(Event::Start { cases: pairs.len() + failed.len() });
     for f in &failed {
         if let Some(id) = f.id {
-            progress(Event::Case {
-                id,
-                outcome: Outcome::Failed,
-            });
+            progress(Event::Case { id, outcome: Outcome::Failed });
         }
     }
     let results: Vec<std::result::Result<(CaseEntry, Outcome), Failure>> = todo
@@ -339,10 +321,7 @@ pub fn build_pairs(
         .map(|pair| {
             let r = cache_case(pair, cfg, &config_hash, median_spacing, &cases_dir);
             let outcome = r.as_ref().map_or(Outcome::Failed, |(_, o)| *o);
-            progress(Event::Case {
-                id: pair.id,
-                outcome,
-            });
+            progress(Event::Case { id: pair.id, outcome });
             r
         })
         .collect();
@@ -384,11 +363,7 @@ pub fn build_pairs(
         Ok(n) => Some(n),
         Err(e) => {
             if !entries.is_empty() {
-                failed.push(Failure {
-                    id: None,
-                    path: data.to_path_buf(),
-                    problem: e.to_string(),
-                });
+                failed.push(Failure { id: None, path: data.to_path_buf(), problem: e.to_string() });
             }
             None
         }
@@ -416,10 +391,7 @@ fn load_samples(cases_dir: &Path, entries: &[CaseEntry]) -> Result<IntensityStat
         .map(|e| {
             let path = cases_dir.join(case_dir_name(e.id)).join("fg.npy");
             let (_, samples) = npy::read_f32(&path)?;
-            Ok(CaseStats {
-                samples,
-                ..e.stats.clone()
-            })
+            Ok(CaseStats { samples, ..e.stats.clone() })
         })
         .collect::<Result<_>>()?;
     Ok(IntensityStats::merge(&with_samples))
@@ -430,11 +402,7 @@ fn failure(id: u32, path: &Path, e: impl std::fmt::Display) -> Failure {
     let msg = e.to_string();
     let prefix = format!("{}: ", path.display());
     let problem = msg.strip_prefix(&prefix).map(str::to_owned).unwrap_or(msg);
-    Failure {
-        id: Some(id),
-        path: path.to_path_buf(),
-        problem,
-    }
+    Failure { id: Some(id), path: path.to_path_buf(), problem }
 }
 
 fn case_dir_name(id: u32) -> String {
@@ -447,11 +415,7 @@ fn remove_leftovers(cases_dir: &Path) -> Result<()> {
         let entry = entry.map_err(|e| Error::io(cases_dir, e))?;
         if entry.file_name().to_string_lossy().starts_with('.') {
             let p = entry.path();
-            let r = if p.is_dir() {
-                fs::remove_dir_all(&p)
-            } else {
-                fs::remove_file(&p)
-            };
+            let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
             r.map_err(|e| Error::io(&p, e))?;
         }
     }
@@ -468,41 +432,22 @@ fn cache_case(
 ) -> std::result::Result<(CaseEntry, Outcome), Failure> {
     let dir = cases_dir.join(case_dir_name(case.id));
     let previous = read_meta(&dir);
-    let image_src = source_file(&case.image, previous.as_ref().map(|m| &m.entry.image))
-        .map_err(|e| failure(case.id, &case.image, e))?;
+    let image_src = source_file(&case.image, previous.as_ref().map(|m| &m.entry.image)).map_err(|e| failure(case.id, &case.image, e))?;
     let label = &case.label;
-    let label_src = source_file(label, previous.as_ref().map(|m| &m.entry.label))
-        .map_err(|e| failure(case.id, label, e))?;
-    let key = sha256_hex(
-        format!(
-            "{FORMAT}\n{config_hash}\n{}\n{}",
-            image_src.sha256, label_src.sha256
-        )
-        .as_bytes(),
-    );
+    let label_src = source_file(label, previous.as_ref().map(|m| &m.entry.label)).map_err(|e| failure(case.id, label, e))?;
+    let key = sha256_hex(format!("{FORMAT}\n{config_hash}\n{}\n{}", image_src.sha256, label_src.sha256).as_bytes());
     if let Some(meta) = previous {
         if meta.entry.key == key && meta.arrays_intact(&dir) {
             // Paths may have moved with the dataset; the content is what counts.
-            let entry = CaseEntry {
-                image: image_src,
-                label: label_src,
-                ..meta.entry
-            };
+            let entry = CaseEntry { image: image_src, label: label_src, ..meta.entry };
             return Ok((entry, Outcome::Unchanged));
         }
     }
 
-    let (image, _) =
-        nifti::read_image(&case.image).map_err(|e| failure(case.id, &case.image, e))?;
+    let (image, _) = nifti::read_image(&case.image).map_err(|e| failure(case.id, &case.image, e))?;
     let (labels, _) = nifti::read_labels(label).map_err(|e| failure(case.id, label, e))?;
-    check_pair(&image, &labels).map_err(|problem| Failure {
-        id: Some(case.id),
-        path: label.to_path_buf(),
-        problem,
-    })?;
-    let prepared = cfg
-        .prepare(&image, Some(&labels), median_spacing)
-        .map_err(|e| failure(case.id, &case.image, e))?;
+    check_pair(&image, &labels).map_err(|problem| Failure { id: Some(case.id), path: label.to_path_buf(), problem })?;
+    let prepared = cfg.prepare(&image, Some(&labels), median_spacing).map_err(|e| failure(case.id, &case.image, e))?;
     let prepared_labels = prepared.labels.as_ref().expect("labels were given");
     let stats = CaseStats::collect(&prepared.image, prepared_labels);
     let entry = CaseEntry {
@@ -516,14 +461,8 @@ fn cache_case(
         spacing: prepared.image.spacing,
         stats,
     };
-    let meta = CaseMeta {
-        format: FORMAT,
-        entry: entry.clone(),
-        record: prepared.record.clone(),
-        arrays: Vec::new(),
-    };
-    write_case(&dir, &prepared.image, prepared_labels, meta)
-        .map_err(|e| failure(case.id, &dir, e))?;
+    let meta = CaseMeta { format: FORMAT, entry: entry.clone(), record: prepared.record.clone(), arrays: Vec::new() };
+    write_case(&dir, &prepared.image, prepared_labels, meta).map_err(|e| failure(case.id, &dir, e))?;
     Ok((entry, Outcome::Processed))
 }
 
@@ -537,26 +476,17 @@ fn check_pair(image: &Image, labels: &Labels) -> std::result::Result<(), String>
 
 fn read_meta(dir: &Path) -> Option<CaseMeta> {
     let text = fs::read(dir.join("meta.json")).ok()?;
-    crate::json::from_slice::<CaseMeta>(&text)
-        .ok()
-        .filter(|m| m.format == FORMAT)
+    crate::json::from_slice::<CaseMeta>(&text).ok().filter(|m| m.format == FORMAT)
 }
 
 /// Size, time and sha256 of a file; the hash is taken from `previous` when size and time
 /// are unchanged.
 fn source_file(path: &Path, previous: Option<&SourceFile>) -> Result<SourceFile> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let modified_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64);
+    let modified_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64);
     if let Some(p) = previous {
         if p.size == meta.len() && p.modified_ns == modified_ns && modified_ns != 0 {
-            return Ok(SourceFile {
-                path: path.to_path_buf(),
-                ..p.clone()
-            });
+            return Ok(SourceFile { path: path.to_path_buf(), ..p.clone() });
         }
     }
     let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -569,12 +499,7 @@ fn source_file(path: &Path, previous: Option<&SourceFile>) -> Result<SourceFile>
         }
         hasher.update(&buf[..n]);
     }
-    Ok(SourceFile {
-        path: path.to_path_buf(),
-        size: meta.len(),
-        modified_ns,
-        sha256: hex(&hasher.finalize()),
-    })
+    Ok(SourceFile { path: path.to_path_buf(), size: meta.len(), modified_ns, sha256: hex(&hasher.finalize()) })
 }
 
 /// Writes a case into a hidden folder beside `dir`, then swaps it into place.
@@ -589,13 +514,10 @@ fn write_case(dir: &Path, image: &Image, labels: &Labels, mut meta: CaseMeta) ->
         npy::write(&tmp.join("image.npy"), &image.data.as_standard_layout().into_owned())?;
         npy::write(&tmp.join("label.npy"), &labels.data.as_standard_layout().into_owned())?;
         let fg = &meta.entry.stats.samples;
-        let fg = Array3::from_shape_vec([fg.len(), 1, 1], fg.clone())
-            .map_err(|e| Error::invalid(tmp.join("fg.npy"), e.to_string()))?;
+        let fg = Array3::from_shape_vec([fg.len(), 1, 1], fg.clone()).map_err(|e| Error::invalid(tmp.join("fg.npy"), e.to_string()))?;
         npy::write(&tmp.join("fg.npy"), &fg)?;
-        meta.arrays = ARRAYS
-            .iter()
-            .map(|name| Ok(SourceFile { path: name.into(), ..source_file(&tmp.join(name), None)? }))
-            .collect::<Result<_>>()?;
+        meta.arrays =
+            ARRAYS.iter().map(|name| Ok(SourceFile { path: name.into(), ..source_file(&tmp.join(name), None)? })).collect::<Result<_>>()?;
         let json = crate::json::to_vec_pretty(&meta).map_err(|e| Error::invalid(tmp.join("meta.json"), e))?;
         write_file(&tmp.join("meta.json"), &json)
     })();
@@ -615,9 +537,7 @@ fn write_case(dir: &Path, image: &Image, labels: &Labels, mut meta: CaseMeta) ->
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(path, e))
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| Error::io(path, e))
 }
 
 /// A cache made by [`build`], opened for loading cases.
@@ -632,21 +552,12 @@ impl Cache {
     pub fn open(root: &Path) -> Result<Cache> {
         let path = root.join("dataset.json");
         let text = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let fingerprint: Fingerprint = crate::json::from_slice(&text)
-            .map_err(|e| Error::invalid(&path, format!("not a lits cache fingerprint: {e}")))?;
+        let fingerprint: Fingerprint =
+            crate::json::from_slice(&text).map_err(|e| Error::invalid(&path, format!("not a lits cache fingerprint: {e}")))?;
         if fingerprint.format != FORMAT {
-            return Err(Error::invalid(
-                &path,
-                format!(
-                    "cache format {} is not {FORMAT}; run `lits preprocess` again",
-                    fingerprint.format
-                ),
-            ));
+            return Err(Error::invalid(&path, format!("cache format {} is not {FORMAT}; run `lits preprocess` again", fingerprint.format)));
         }
-        Ok(Cache {
-            root: root.to_path_buf(),
-            fingerprint,
-        })
+        Ok(Cache { root: root.to_path_buf(), fingerprint })
     }
 
     /// What the cache holds.
@@ -673,12 +584,7 @@ impl Cache {
             .cases
             .iter()
             .find(|c| c.id == id)
-            .ok_or_else(|| {
-                Error::invalid(
-                    self.root.join("dataset.json"),
-                    format!("holds no case {id}"),
-                )
-            })
+            .ok_or_else(|| Error::invalid(self.root.join("dataset.json"), format!("holds no case {id}")))
     }
 
     /// Case `id` as prepared, intensities not normalised, with its grid record.
@@ -686,13 +592,9 @@ impl Cache {
         let entry = self.entry(id)?;
         let dir = self.root.join("cases").join(case_dir_name(id));
         let meta_path = dir.join("meta.json");
-        let meta =
-            read_meta(&dir).ok_or_else(|| Error::invalid(&meta_path, "missing or unreadable"))?;
+        let meta = read_meta(&dir).ok_or_else(|| Error::invalid(&meta_path, "missing or unreadable"))?;
         if meta.entry.key != entry.key {
-            return Err(Error::invalid(
-                &meta_path,
-                "belongs to another run than dataset.json; run `lits preprocess` again",
-            ));
+            return Err(Error::invalid(&meta_path, "belongs to another run than dataset.json; run `lits preprocess` again"));
         }
         let grid: Grid = meta.record.prepared().clone();
         let digest = |name: &str| meta.array(name).map(|a| a.sha256.as_str()).unwrap_or("");
@@ -700,35 +602,23 @@ impl Cache {
         let (lshape, labels) = npy::read_checked::<u8>(&dir.join("label.npy"), digest("label.npy"))?;
         for (what, s) in [("image.npy", shape), ("label.npy", lshape)] {
             if s != grid.shape {
-                return Err(Error::invalid(
-                    dir.join(what),
-                    format!("shape {s:?}, meta.json says {:?}", grid.shape),
-                ));
+                return Err(Error::invalid(dir.join(what), format!("shape {s:?}, meta.json says {:?}", grid.shape)));
             }
         }
-        let vol = |data| Volume {
-            data,
-            spacing: grid.spacing,
-            affine: grid.affine,
-        };
+        let vol = |data| Volume { data, spacing: grid.spacing, affine: grid.affine };
         let image = vol(Array3::from_shape_vec(shape, image).expect("shape checked"));
-        let labels = Volume {
-            data: Array3::from_shape_vec(lshape, labels).expect("shape checked"),
-            spacing: grid.spacing,
-            affine: grid.affine,
-        };
+        let labels =
+            Volume { data: Array3::from_shape_vec(lshape, labels).expect("shape checked"), spacing: grid.spacing, affine: grid.affine };
         Ok((image, labels, meta.record))
     }
 
     /// Case `id` ready for training: intensities normalised as `dataset.json` says.
     pub fn load(&self, id: u32) -> Result<(Image, Labels)> {
         let (mut image, labels, _) = self.load_raw(id)?;
-        let normaliser = self.fingerprint.normaliser.ok_or_else(|| {
-            Error::invalid(
-                self.root.join("dataset.json"),
-                "has no intensity normalisation (see its `failed` list)",
-            )
-        })?;
+        let normaliser = self
+            .fingerprint
+            .normaliser
+            .ok_or_else(|| Error::invalid(self.root.join("dataset.json"), "has no intensity normalisation (see its `failed` list)"))?;
         normaliser.apply_image(&mut image);
         Ok((image, labels))
     }
@@ -761,8 +651,7 @@ pub mod npy {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         check_sizes::<T>(path, &file, len)?;
         file.rewind().map_err(|e| Error::io(path, e))?;
-        Array3::<T>::read_npy(std::io::BufReader::new(file))
-            .map_err(|e| Error::invalid(path, format!("not a cached array: {e}")))
+        Array3::<T>::read_npy(std::io::BufReader::new(file)).map_err(|e| Error::invalid(path, format!("not a cached array: {e}")))
     }
 
     /// Refuses, before anything is allocated, an array whose header or data cannot fit in
@@ -776,9 +665,7 @@ pub mod npy {
         // else is worded by ndarray-npy.
         let header_end = match p.get(..7) {
             Some(b"\x93NUMPY\x01") if p.len() >= 10 => 10 + u64::from(u16::from_le_bytes([p[8], p[9]])),
-            Some(b"\x93NUMPY\x02" | b"\x93NUMPY\x03") if p.len() >= 12 => {
-                12 + u64::from(u32::from_le_bytes([p[8], p[9], p[10], p[11]]))
-            }
+            Some(b"\x93NUMPY\x02" | b"\x93NUMPY\x03") if p.len() >= 12 => 12 + u64::from(u32::from_le_bytes([p[8], p[9], p[10], p[11]])),
             _ => return Ok(()),
         };
         if header_end > len {
@@ -835,10 +722,7 @@ mod tests {
         let values = [1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0];
         npy::write(&p, &Array3::from_shape_vec([1, 2, 3], values.to_vec()).unwrap()).unwrap();
         let bytes = fs::read(&p).unwrap();
-        assert_eq!(
-            (10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64,
-            0
-        );
+        assert_eq!((10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64, 0);
         assert_eq!(npy::read_f32(&p).unwrap(), ([1, 2, 3], values.to_vec()));
         assert!(npy::read_u8(&p).is_err(), "dtype is checked");
         fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
@@ -859,9 +743,6 @@ mod tests {
         bad.data[[0, 0, 0]] = 3;
         bad.data[[1, 0, 0]] = 255;
         let e = check_pair(&img, &bad).unwrap_err();
-        assert!(
-            e.contains("3 (1 voxel)") && e.contains("255 (1 voxel)"),
-            "{e}"
-        );
+        assert!(e.contains("3 (1 voxel)") && e.contains("255 (1 voxel)"), "{e}");
     }
 }

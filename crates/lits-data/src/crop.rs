@@ -32,10 +32,7 @@ impl BBox {
 
     /// The whole of a volume of shape `shape`.
     pub fn full(shape: [usize; 3]) -> Self {
-        BBox {
-            lo: [0; 3],
-            hi: shape,
-        }
+        BBox { lo: [0; 3], hi: shape }
     }
 
     /// The smallest box holding every voxel for which `keep` is true; `None` if none is.
@@ -60,10 +57,7 @@ impl BBox {
 
     /// The box grown by `margin` voxels on every side, kept inside `shape`.
     pub fn grow(&self, margin: [usize; 3], shape: [usize; 3]) -> Self {
-        BBox {
-            lo: [0, 1, 2].map(|a| self.lo[a].saturating_sub(margin[a])),
-            hi: [0, 1, 2].map(|a| (self.hi[a] + margin[a]).min(shape[a])),
-        }
+        BBox { lo: [0, 1, 2].map(|a| self.lo[a].saturating_sub(margin[a])), hi: [0, 1, 2].map(|a| (self.hi[a] + margin[a]).min(shape[a])) }
     }
 
     /// Whether the box is non-empty and lies inside `shape`.
@@ -124,22 +118,14 @@ impl Crop {
     /// The box this crop keeps for a case.
     pub fn bbox(&self, img: &Image, labels: Option<&Labels>) -> Result<BBox> {
         let shape = img.shape();
-        let grown = |b: Option<BBox>, margin_mm: [f64; 3]| {
-            b.map_or(BBox::full(shape), |b| {
-                b.grow(margin_voxels(margin_mm, img.spacing), shape)
-            })
-        };
+        let grown =
+            |b: Option<BBox>, margin_mm: [f64; 3]| b.map_or(BBox::full(shape), |b| b.grow(margin_voxels(margin_mm, img.spacing), shape));
         match self {
             Crop::None => Ok(BBox::full(shape)),
-            Crop::Body {
-                threshold,
-                margin_mm,
-            } => Ok(grown(BBox::of(&img.data, |&v| v > *threshold), *margin_mm)),
+            Crop::Body { threshold, margin_mm } => Ok(grown(BBox::of(&img.data, |&v| v > *threshold), *margin_mm)),
             Crop::Liver { margin_mm } => {
-                let labels = labels.ok_or_else(|| Error::Config {
-                    field: "crop".into(),
-                    msg: "cropping to the liver needs the case's labels".into(),
-                })?;
+                let labels = labels
+                    .ok_or_else(|| Error::Config { field: "crop".into(), msg: "cropping to the liver needs the case's labels".into() })?;
                 Ok(grown(BBox::of(&labels.data, |&l| l >= 1), *margin_mm))
             }
         }
@@ -150,24 +136,9 @@ impl Crop {
 ///
 /// Panics if the box does not fit the volume.
 pub fn crop<T: Clone>(v: &Volume<T>, bbox: &BBox) -> Volume<T> {
-    assert!(
-        bbox.fits(v.shape()),
-        "{bbox:?} does not fit {:?}",
-        v.shape()
-    );
-    let data = v
-        .data
-        .slice(s![
-            bbox.lo[0]..bbox.hi[0],
-            bbox.lo[1]..bbox.hi[1],
-            bbox.lo[2]..bbox.hi[2]
-        ])
-        .to_owned();
-    Volume {
-        data,
-        spacing: v.spacing,
-        affine: shift_origin(&v.affine, bbox.lo.map(|x| x as f64)),
-    }
+    assert!(bbox.fits(v.shape()), "{bbox:?} does not fit {:?}", v.shape());
+    let data = v.data.slice(s![bbox.lo[0]..bbox.hi[0], bbox.lo[1]..bbox.hi[1], bbox.lo[2]..bbox.hi[2]]).to_owned();
+    Volume { data, spacing: v.spacing, affine: shift_origin(&v.affine, bbox.lo.map(|x| x as f64)) }
 }
 
 /// The affine of a grid whose voxel 0 is voxel `offset` (in index units) of `affine`.
@@ -181,12 +152,7 @@ pub fn shift_origin(affine: &[[f64; 4]; 4], offset: [f64; 3]) -> [[f64; 4]; 4] {
 
 /// The `shape`-sized block of `a` whose first voxel is `start` (which may lie outside, on
 /// either side), `fill` where the block leaves `a`.
-pub fn padded_block<T: Copy>(
-    a: ArrayView3<'_, T>,
-    start: [i64; 3],
-    shape: [usize; 3],
-    fill: T,
-) -> Array3<T> {
+pub fn padded_block<T: Copy>(a: ArrayView3<'_, T>, start: [i64; 3], shape: [usize; 3], fill: T) -> Array3<T> {
     let mut out = Array3::from_elem(shape, fill);
     // The overlap of start .. start + shape with 0 .. n, per axis, in both index frames.
     let mut src = [(0usize, 0usize); 3];
@@ -200,12 +166,7 @@ pub fn padded_block<T: Copy>(
         src[ax] = (lo as usize, hi as usize);
         dst[ax] = ((lo - start[ax]) as usize, (hi - start[ax]) as usize);
     }
-    out.slice_mut(s![
-        dst[0].0..dst[0].1,
-        dst[1].0..dst[1].1,
-        dst[2].0..dst[2].1
-    ])
-    .assign(&a.slice(s![
+    out.slice_mut(s![dst[0].0..dst[0].1, dst[1].0..dst[1].1, dst[2].0..dst[2].1]).assign(&a.slice(s![
         src[0].0..src[0].1,
         src[1].0..src[1].1,
         src[2].0..src[2].1
@@ -229,13 +190,8 @@ pub fn paste<T: Clone>(part: &Volume<T>, record: &CropRecord, fill: T) -> Result
     }
     let mut data = Array3::from_elem(record.source.shape, fill);
     let b = &record.bbox;
-    data.slice_mut(s![b.lo[0]..b.hi[0], b.lo[1]..b.hi[1], b.lo[2]..b.hi[2]])
-        .assign(&part.data);
-    Ok(Volume {
-        data,
-        spacing: record.source.spacing,
-        affine: record.source.affine,
-    })
+    data.slice_mut(s![b.lo[0]..b.hi[0], b.lo[1]..b.hi[1], b.lo[2]..b.hi[2]]).assign(&part.data);
+    Ok(Volume { data, spacing: record.source.spacing, affine: record.source.affine })
 }
 
 #[cfg(test)]
@@ -252,20 +208,8 @@ mod tests {
     #[test]
     fn bbox_covers_exactly_the_selected_voxels() {
         let l = labels();
-        assert_eq!(
-            BBox::of(&l.data, |&v| v >= 1),
-            Some(BBox {
-                lo: [3, 2, 1],
-                hi: [6, 5, 4]
-            })
-        );
-        assert_eq!(
-            BBox::of(&l.data, |&v| v == 2),
-            Some(BBox {
-                lo: [5, 4, 3],
-                hi: [6, 5, 4]
-            })
-        );
+        assert_eq!(BBox::of(&l.data, |&v| v >= 1), Some(BBox { lo: [3, 2, 1], hi: [6, 5, 4] }));
+        assert_eq!(BBox::of(&l.data, |&v| v == 2), Some(BBox { lo: [5, 4, 3], hi: [6, 5, 4] }));
         assert_eq!(BBox::of(&l.data, |&v| v > 2), None);
     }
 
@@ -273,24 +217,10 @@ mod tests {
     fn liver_crop_grows_by_the_margin_in_mm_and_stays_inside() {
         let l = labels();
         let img = l.map_data(l.data.mapv(|v| v as f32));
-        let b = Crop::Liver {
-            margin_mm: [3.0, 2.0, 10.0],
-        }
-        .bbox(&img, Some(&l))
-        .unwrap();
+        let b = Crop::Liver { margin_mm: [3.0, 2.0, 10.0] }.bbox(&img, Some(&l)).unwrap();
         // 3 mm at 2 mm/voxel is 2 voxels; 10 mm at 5 mm is 2 voxels, clipped at 0 and 6.
-        assert_eq!(
-            b,
-            BBox {
-                lo: [1, 1, 0],
-                hi: [8, 6, 6]
-            }
-        );
-        assert!(Crop::Liver {
-            margin_mm: [0.0; 3]
-        }
-        .bbox(&img, None)
-        .is_err());
+        assert_eq!(b, BBox { lo: [1, 1, 0], hi: [8, 6, 6] });
+        assert!(Crop::Liver { margin_mm: [0.0; 3] }.bbox(&img, None).is_err());
     }
 
     #[test]
@@ -299,19 +229,8 @@ mod tests {
         d[[2, 3, 1]] = 40.0;
         d[[4, 3, 1]] = -100.0;
         let img = Volume::with_spacing(d, [1.0; 3]);
-        let b = Crop::Body {
-            threshold: -500.0,
-            margin_mm: [0.0; 3],
-        }
-        .bbox(&img, None)
-        .unwrap();
-        assert_eq!(
-            b,
-            BBox {
-                lo: [2, 3, 1],
-                hi: [5, 4, 2]
-            }
-        );
+        let b = Crop::Body { threshold: -500.0, margin_mm: [0.0; 3] }.bbox(&img, None).unwrap();
+        assert_eq!(b, BBox { lo: [2, 3, 1], hi: [5, 4, 2] });
     }
 
     #[test]
@@ -319,36 +238,19 @@ mod tests {
         let mut l = labels();
         l.affine[0][3] = -50.0;
         l.affine[0][1] = 0.3; // shear to check the full affine is used
-        let b = BBox {
-            lo: [3, 2, 1],
-            hi: [6, 5, 4],
-        };
+        let b = BBox { lo: [3, 2, 1], hi: [6, 5, 4] };
         let c = crop(&l, &b);
         assert_eq!(c.shape(), [3, 3, 3]);
         assert_eq!(c.data[[0, 0, 0]], 1);
         // World position of cropped voxel (0,0,0) = source voxel (3,2,1).
         let world = |a: &[[f64; 4]; 4], p: [f64; 3]| -> Vec<f64> {
-            (0..3)
-                .map(|r| (0..3).map(|k| a[r][k] * p[k]).sum::<f64>() + a[r][3])
-                .collect()
+            (0..3).map(|r| (0..3).map(|k| a[r][k] * p[k]).sum::<f64>() + a[r][3]).collect()
         };
-        assert_eq!(
-            world(&c.affine, [0.0; 3]),
-            world(&l.affine, [3.0, 2.0, 1.0])
-        );
-        let rec = CropRecord {
-            bbox: b,
-            source: Grid::of(&l),
-        };
+        assert_eq!(world(&c.affine, [0.0; 3]), world(&l.affine, [3.0, 2.0, 1.0]));
+        let rec = CropRecord { bbox: b, source: Grid::of(&l) };
         let back = paste(&c, &rec, 0).unwrap();
         assert_eq!(back, l);
-        let wrong = crop(
-            &l,
-            &BBox {
-                lo: [0; 3],
-                hi: [2, 2, 2],
-            },
-        );
+        let wrong = crop(&l, &BBox { lo: [0; 3], hi: [2, 2, 2] });
         assert!(paste(&wrong, &rec, 0).is_err());
     }
 
@@ -358,28 +260,15 @@ mod tests {
         let b = padded_block(a.view(), [-1, 1, 0], [5, 2, 1], -1);
         let got: Vec<i32> = b.iter().copied().collect();
         assert_eq!(got, vec![-1, -1, 10, -1, 110, -1, 210, -1, -1, -1]);
-        assert!(padded_block(a.view(), [3, 0, 0], [1, 1, 1], 7)
-            .iter()
-            .all(|&v| v == 7));
+        assert!(padded_block(a.view(), [3, 0, 0], [1, 1, 1], 7).iter().all(|&v| v == 7));
     }
 
     #[test]
     fn crop_config_parses_with_defaults() {
         let c: Crop = serde_json::from_str(r#"{"kind": "body"}"#).unwrap();
-        assert_eq!(
-            c,
-            Crop::Body {
-                threshold: -500.0,
-                margin_mm: [0.0; 3]
-            }
-        );
+        assert_eq!(c, Crop::Body { threshold: -500.0, margin_mm: [0.0; 3] });
         let c: Crop = serde_json::from_str(r#"{"kind": "liver"}"#).unwrap();
-        assert_eq!(
-            c,
-            Crop::Liver {
-                margin_mm: [10.0; 3]
-            }
-        );
+        assert_eq!(c, Crop::Liver { margin_mm: [10.0; 3] });
         assert!(serde_json::from_str::<Crop>(r#"{"kind": "liver", "margin": 3}"#).is_err());
     }
 }

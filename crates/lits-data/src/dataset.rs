@@ -63,12 +63,7 @@ impl Dataset {
 
     /// The cases with these ids, in the order given; an id the dataset lacks is an error.
     pub fn select(&self, ids: &[u32]) -> Result<Vec<&Case>> {
-        ids.iter()
-            .map(|&id| {
-                self.case(id)
-                    .ok_or_else(|| Error::invalid(&self.root, format!("the dataset has no case {id}")))
-            })
-            .collect()
+        ids.iter().map(|&id| self.case(id).ok_or_else(|| Error::invalid(&self.root, format!("the dataset has no case {id}")))).collect()
     }
 }
 
@@ -371,13 +366,9 @@ impl Split {
 
     /// Checks every id against the dataset's cases.
     pub fn check_against(&self, dataset: &Dataset) -> Result<()> {
-        let missing: Vec<String> =
-            self.all_ids().filter(|&id| dataset.case(id).is_none()).map(|id| id.to_string()).collect();
+        let missing: Vec<String> = self.all_ids().filter(|&id| dataset.case(id).is_none()).map(|id| id.to_string()).collect();
         if !missing.is_empty() {
-            return Err(Error::invalid(
-                &dataset.root,
-                format!("the split names case(s) the dataset lacks: {}", missing.join(", ")),
-            ));
+            return Err(Error::invalid(&dataset.root, format!("the split names case(s) the dataset lacks: {}", missing.join(", "))));
         }
         Ok(())
     }
@@ -513,11 +504,8 @@ mod tests {
         let s = survey(d.path()).unwrap();
         assert_eq!(s.dataset.ids(), vec![1, 5]);
         assert_eq!(s.dataset.case(5).unwrap().label, None);
-        let named: Vec<(u32, String)> = s
-            .problems
-            .iter()
-            .map(|p| (p.id, p.path.file_name().unwrap().to_string_lossy().into_owned()))
-            .collect();
+        let named: Vec<(u32, String)> =
+            s.problems.iter().map(|p| (p.id, p.path.file_name().unwrap().to_string_lossy().into_owned())).collect();
         assert_eq!(named, vec![(2, "volume-2.nii.gz".to_string()), (4, "segmentation-4.nii".to_string())]);
         assert!(s.problems[0].message.contains("already has"), "{:?}", s.problems);
         assert!(s.problems[1].message.contains("no image volume-4"), "{:?}", s.problems);

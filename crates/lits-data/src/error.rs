@@ -152,9 +152,7 @@ mod tests {
             p.add("foreground_fraction", "1.5 is not in 0..1");
             p.under("augment", |p| p.require(false, "scale", || "too large".into()));
         });
-        p.under("model", |p| {
-            p.take("model", Err(Error::Config { field: "base_channels".into(), msg: "must be at least 1".into() }))
-        });
+        p.under("model", |p| p.take("model", Err(Error::Config { field: "base_channels".into(), msg: "must be at least 1".into() })));
         p.add("epochs", "must be at least 1");
         let fields: Vec<&str> = p.fields().collect();
         assert_eq!(fields, ["patches.foreground_fraction", "patches.augment.scale", "model.base_channels", "epochs"]);

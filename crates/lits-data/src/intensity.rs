@@ -55,10 +55,7 @@ fn default_upper_percentile() -> f64 {
 impl Default for Intensity {
     /// nnU-Net's CT scheme with its percentiles.
     fn default() -> Self {
-        Intensity::ForegroundZScore {
-            lower_percentile: default_lower_percentile(),
-            upper_percentile: default_upper_percentile(),
-        }
+        Intensity::ForegroundZScore { lower_percentile: default_lower_percentile(), upper_percentile: default_upper_percentile() }
     }
 }
 
@@ -76,23 +73,14 @@ impl Intensity {
                 if lower.is_finite() && upper.is_finite() && lower < upper {
                     Ok(())
                 } else {
-                    Err(config(
-                        "intensity",
-                        format!("window [{lower}, {upper}] must have lower < upper"),
-                    ))
+                    Err(config("intensity", format!("window [{lower}, {upper}] must have lower < upper")))
                 }
             }
-            Intensity::ForegroundZScore {
-                lower_percentile: lo,
-                upper_percentile: hi,
-            } => {
+            Intensity::ForegroundZScore { lower_percentile: lo, upper_percentile: hi } => {
                 if (0.0..=100.0).contains(&lo) && (0.0..=100.0).contains(&hi) && lo < hi {
                     Ok(())
                 } else {
-                    Err(config(
-                        "intensity",
-                        format!("percentiles {lo} and {hi} must lie in 0..100 with lower < upper"),
-                    ))
+                    Err(config("intensity", format!("percentiles {lo} and {hi} must lie in 0..100 with lower < upper")))
                 }
             }
         }
@@ -103,26 +91,13 @@ impl Intensity {
         self.validate()?;
         match *self {
             Intensity::None => Ok(Normaliser::IDENTITY),
-            Intensity::Window { lower, upper } => Ok(Normaliser {
-                clip: Some([lower, upper]),
-                shift: lower,
-                scale: upper - lower,
-            }),
-            Intensity::ForegroundZScore {
-                lower_percentile,
-                upper_percentile,
-            } => {
-                let stats = stats.filter(|s| s.count > 0).ok_or_else(|| {
-                    config(
-                        "intensity",
-                        "foreground z-score needs foreground voxels in the dataset, found none",
-                    )
-                })?;
+            Intensity::Window { lower, upper } => Ok(Normaliser { clip: Some([lower, upper]), shift: lower, scale: upper - lower }),
+            Intensity::ForegroundZScore { lower_percentile, upper_percentile } => {
+                let stats = stats
+                    .filter(|s| s.count > 0)
+                    .ok_or_else(|| config("intensity", "foreground z-score needs foreground voxels in the dataset, found none"))?;
                 Ok(Normaliser {
-                    clip: Some([
-                        stats.percentile(lower_percentile) as f32,
-                        stats.percentile(upper_percentile) as f32,
-                    ]),
+                    clip: Some([stats.percentile(lower_percentile) as f32, stats.percentile(upper_percentile) as f32]),
                     shift: stats.mean as f32,
                     // A constant foreground would divide by zero; keep the values finite.
                     scale: (stats.std as f32).max(1e-8),
@@ -133,10 +108,7 @@ impl Intensity {
 }
 
 fn config(field: &str, msg: impl Into<String>) -> Error {
-    Error::Config {
-        field: field.into(),
-        msg: msg.into(),
-    }
+    Error::Config { field: field.into(), msg: msg.into() }
 }
 
 /// `value ↦ (clamp(value, clip) − shift) / scale`: a resolved normalisation, stored with
@@ -153,11 +125,7 @@ pub struct Normaliser {
 
 impl Normaliser {
     /// Leaves values unchanged.
-    pub const IDENTITY: Normaliser = Normaliser {
-        clip: None,
-        shift: 0.0,
-        scale: 1.0,
-    };
+    pub const IDENTITY: Normaliser = Normaliser { clip: None, shift: 0.0, scale: 1.0 };
 
     /// Normalises `values` in place, on the rayon pool for large inputs.
     pub fn apply(&self, values: &mut [f32]) {
@@ -213,11 +181,7 @@ impl CaseStats {
     ///
     /// Panics if the shapes differ (callers check geometry first).
     pub fn collect(img: &Image, labels: &Labels) -> Self {
-        assert_eq!(
-            img.shape(),
-            labels.shape(),
-            "image and labels must have the same shape"
-        );
+        assert_eq!(img.shape(), labels.shape(), "image and labels must have the same shape");
         let count = labels.data.iter().filter(|&&l| l != 0).count();
         let stride = count.div_ceil(SAMPLES_PER_CASE).max(1);
         let mut s = CaseStats {
@@ -296,16 +260,8 @@ impl IntensityStats {
         }
         samples.sort_by(f32::total_cmp);
         let std = if n > 0 { (m2 / n as f64).sqrt() } else { 0.0 };
-        let mut s = IntensityStats {
-            count: n,
-            mean,
-            std,
-            min,
-            max,
-            percentile_00_5: f64::NAN,
-            percentile_99_5: f64::NAN,
-            sorted_samples: samples,
-        };
+        let mut s =
+            IntensityStats { count: n, mean, std, min, max, percentile_00_5: f64::NAN, percentile_99_5: f64::NAN, sorted_samples: samples };
         if n == 0 {
             // Nothing to describe: zeros rather than NaN and infinities, which JSON cannot hold.
             (s.min, s.max, s.percentile_00_5, s.percentile_99_5) = (0.0, 0.0, 0.0, 0.0);
@@ -332,25 +288,14 @@ mod tests {
     fn case(values: &[f32], labels: &[u8]) -> (Image, Labels) {
         let n = values.len();
         (
-            Volume::with_spacing(
-                Array3::from_shape_vec((n, 1, 1), values.to_vec()).unwrap(),
-                [1.0; 3],
-            ),
-            Volume::with_spacing(
-                Array3::from_shape_vec((n, 1, 1), labels.to_vec()).unwrap(),
-                [1.0; 3],
-            ),
+            Volume::with_spacing(Array3::from_shape_vec((n, 1, 1), values.to_vec()).unwrap(), [1.0; 3]),
+            Volume::with_spacing(Array3::from_shape_vec((n, 1, 1), labels.to_vec()).unwrap(), [1.0; 3]),
         )
     }
 
     #[test]
     fn window_maps_the_window_onto_unit_range() {
-        let n = Intensity::Window {
-            lower: -200.0,
-            upper: 300.0,
-        }
-        .resolve(None)
-        .unwrap();
+        let n = Intensity::Window { lower: -200.0, upper: 300.0 }.resolve(None).unwrap();
         let mut v = [-1000.0, -200.0, 50.0, 300.0, 2000.0];
         n.apply(&mut v);
         assert_eq!(v, [0.0, 0.0, 0.5, 1.0, 1.0]);
@@ -358,16 +303,8 @@ mod tests {
 
     #[test]
     fn bad_windows_and_percentiles_are_refused() {
-        assert!(Intensity::Window {
-            lower: 10.0,
-            upper: 10.0
-        }
-        .validate()
-        .is_err());
-        let bad = Intensity::ForegroundZScore {
-            lower_percentile: 99.5,
-            upper_percentile: 0.5,
-        };
+        assert!(Intensity::Window { lower: 10.0, upper: 10.0 }.validate().is_err());
+        let bad = Intensity::ForegroundZScore { lower_percentile: 99.5, upper_percentile: 0.5 };
         assert!(bad.validate().is_err());
         assert!(Intensity::default().resolve(None).is_err());
     }
@@ -418,8 +355,7 @@ mod tests {
         let back: CaseStats = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!((back.count, back.min, back.max), (0, 0.0, 0.0));
         let m = IntensityStats::merge(&[c]);
-        let back: IntensityStats =
-            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        let back: IntensityStats = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!((back.count, back.percentile_99_5), (0, 0.0));
     }
 
@@ -435,20 +371,10 @@ mod tests {
 
     #[test]
     fn intensity_config_round_trips_and_rejects_unknown_fields() {
-        let i: Intensity =
-            serde_json::from_str(r#"{"kind": "window", "lower": -200, "upper": 300}"#).unwrap();
-        assert_eq!(
-            i,
-            Intensity::Window {
-                lower: -200.0,
-                upper: 300.0
-            }
-        );
+        let i: Intensity = serde_json::from_str(r#"{"kind": "window", "lower": -200, "upper": 300}"#).unwrap();
+        assert_eq!(i, Intensity::Window { lower: -200.0, upper: 300.0 });
         let d: Intensity = serde_json::from_str(r#"{"kind": "foreground_z_score"}"#).unwrap();
         assert_eq!(d, Intensity::default());
-        assert!(serde_json::from_str::<Intensity>(
-            r#"{"kind": "window", "lower": 0, "upper": 1, "x": 2}"#
-        )
-        .is_err());
+        assert!(serde_json::from_str::<Intensity>(r#"{"kind": "window", "lower": 0, "upper": 1, "x": 2}"#).is_err());
     }
 }

@@ -303,7 +303,11 @@ mod tests {
             let v = Outer { name: String::new(), inner: Inner { best: Some(x), lrs: lrs.clone() } };
             let back: Outer = from_slice(&to_vec(&v).unwrap()).unwrap();
             assert_eq!(back.inner.best.unwrap().to_bits(), x.to_bits(), "{x:e}");
-            assert_eq!(back.inner.lrs.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), lrs.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), "{y:e}");
+            assert_eq!(
+                back.inner.lrs.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                lrs.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                "{y:e}"
+            );
         }
     }
 

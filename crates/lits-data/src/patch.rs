@@ -49,12 +49,7 @@ pub struct PatchConfig {
 
 impl Default for PatchConfig {
     fn default() -> Self {
-        PatchConfig {
-            patch: [64, 64, 64],
-            batch_size: 2,
-            foreground_fraction: 1.0 / 3.0,
-            augment: Augment::default(),
-        }
+        PatchConfig { patch: [64, 64, 64], batch_size: 2, foreground_fraction: 1.0 / 3.0, augment: Augment::default() }
     }
 }
 
@@ -79,28 +74,14 @@ pub struct Augment {
 
 impl Default for Augment {
     fn default() -> Self {
-        Augment {
-            flip_probability: 0.5,
-            rotate90: true,
-            scale: 0.1,
-            shift: 0.1,
-            noise_probability: 0.15,
-            noise_std: 0.1,
-        }
+        Augment { flip_probability: 0.5, rotate90: true, scale: 0.1, shift: 0.1, noise_probability: 0.15, noise_std: 0.1 }
     }
 }
 
 impl Augment {
     /// No augmentation at all.
     pub fn none() -> Self {
-        Augment {
-            flip_probability: 0.0,
-            rotate90: false,
-            scale: 0.0,
-            shift: 0.0,
-            noise_probability: 0.0,
-            noise_std: 0.0,
-        }
+        Augment { flip_probability: 0.0, rotate90: false, scale: 0.0, shift: 0.0, noise_probability: 0.0, noise_std: 0.0 }
     }
 }
 
@@ -147,13 +128,7 @@ impl PatchConfig {
     /// Voxels of padding a patch needs per axis on the smallest case (0 where every case is
     /// large enough); for a trainer to report.
     pub fn padding_needed(&self, shapes: &[[usize; 3]]) -> [usize; 3] {
-        [0, 1, 2].map(|a| {
-            shapes
-                .iter()
-                .map(|s| self.patch[a].saturating_sub(s[a]))
-                .max()
-                .unwrap_or(0)
-        })
+        [0, 1, 2].map(|a| shapes.iter().map(|s| self.patch[a].saturating_sub(s[a])).max().unwrap_or(0))
     }
 }
 
@@ -195,26 +170,15 @@ impl PatchSampler {
         if let Some(i) = cases.iter().position(|c| c.0.shape() != c.1.shape()) {
             return Err(Error::Config {
                 field: "cases".into(),
-                msg: format!(
-                    "case {i}: image {:?} and labels {:?} differ in shape",
-                    cases[i].0.shape(),
-                    cases[i].1.shape()
-                ),
+                msg: format!("case {i}: image {:?} and labels {:?} differ in shape", cases[i].0.shape(), cases[i].1.shape()),
             });
         }
         let cases = cases
             .into_iter()
             .map(|data| {
                 let min = data.0.data.iter().copied().fold(f32::INFINITY, f32::min);
-                let foreground = [1u8, 2]
-                    .iter()
-                    .map(|&c| foreground_voxels(&data.1.data, c))
-                    .collect();
-                SampleCase {
-                    data,
-                    min,
-                    foreground,
-                }
+                let foreground = [1u8, 2].iter().map(|&c| foreground_voxels(&data.1.data, c)).collect();
+                SampleCase { data, min, foreground }
             })
             .collect();
         Ok(PatchSampler { cases, cfg, seed })
@@ -230,18 +194,8 @@ impl PatchSampler {
         let b = self.cfg.batch_size;
         let p = self.cfg.patch;
         let n: usize = p.iter().product();
-        let mut batch = Batch {
-            image: vec![0.0; b * n],
-            label: vec![0; b * n],
-            batch_size: b,
-            patch: p,
-        };
-        for (i, (img, lab)) in batch
-            .image
-            .chunks_exact_mut(n)
-            .zip(batch.label.chunks_exact_mut(n))
-            .enumerate()
-        {
+        let mut batch = Batch { image: vec![0.0; b * n], label: vec![0; b * n], batch_size: b, patch: p };
+        for (i, (img, lab)) in batch.image.chunks_exact_mut(n).zip(batch.label.chunks_exact_mut(n)).enumerate() {
             self.sample_into(epoch, step * b as u64 + i as u64, img, lab);
         }
         batch
@@ -262,8 +216,7 @@ impl PatchSampler {
         let (img, lab) = (&case.data.0, &case.data.1);
         let shape = img.shape();
         let p = self.cfg.patch;
-        let present: Vec<&Vec<[u32; 3]>> =
-            case.foreground.iter().filter(|v| !v.is_empty()).collect();
+        let present: Vec<&Vec<[u32; 3]>> = case.foreground.iter().filter(|v| !v.is_empty()).collect();
         let start: [i64; 3] = if self.forced_foreground(index) && !present.is_empty() {
             let class = present[rng.below(present.len() as u64) as usize];
             let v = class[rng.below(class.len() as u64) as usize];
@@ -302,16 +255,8 @@ impl PatchSampler {
         for (o, v) in lab_out.iter_mut().zip(pl.iter()) {
             *o = *v;
         }
-        let factor = if a.scale > 0.0 {
-            rng.uniform(1.0 - a.scale as f64, 1.0 + a.scale as f64) as f32
-        } else {
-            1.0
-        };
-        let offset = if a.shift > 0.0 {
-            rng.uniform(-a.shift as f64, a.shift as f64) as f32
-        } else {
-            0.0
-        };
+        let factor = if a.scale > 0.0 { rng.uniform(1.0 - a.scale as f64, 1.0 + a.scale as f64) as f32 } else { 1.0 };
+        let offset = if a.shift > 0.0 { rng.uniform(-a.shift as f64, a.shift as f64) as f32 } else { 0.0 };
         if factor != 1.0 || offset != 0.0 {
             img_out.iter_mut().for_each(|v| *v = *v * factor + offset);
         }
@@ -333,12 +278,7 @@ fn start_range(n: usize, p: usize) -> (i64, i64) {
 fn foreground_voxels(labels: &Array3<u8>, class: u8) -> Vec<[u32; 3]> {
     let count = labels.iter().filter(|&&l| l == class).count();
     let stride = count.div_ceil(FOREGROUND_PER_CLASS).max(1);
-    labels
-        .indexed_iter()
-        .filter(|(_, &l)| l == class)
-        .step_by(stride)
-        .map(|((i, j, k), _)| [i as u32, j as u32, k as u32])
-        .collect()
+    labels.indexed_iter().filter(|(_, &l)| l == class).step_by(stride).map(|((i, j, k), _)| [i as u32, j as u32, k as u32]).collect()
 }
 
 /// Adds N(0, sigma²) noise; Box-Muller, both values of each pair used.
@@ -379,18 +319,8 @@ pub struct Prefetcher {
 impl Prefetcher {
     /// Starts `workers` threads computing batches `0..steps` of `epoch`, at most `depth`
     /// ahead of what has been taken.
-    pub fn new(
-        sampler: Arc<PatchSampler>,
-        epoch: u64,
-        steps: u64,
-        workers: usize,
-        depth: usize,
-    ) -> Self {
-        let gate = Arc::new(Gate {
-            progress: Mutex::new((0, 0)),
-            moved: Condvar::new(),
-            stop: AtomicBool::new(false),
-        });
+    pub fn new(sampler: Arc<PatchSampler>, epoch: u64, steps: u64, workers: usize, depth: usize) -> Self {
+        let gate = Arc::new(Gate { progress: Mutex::new((0, 0)), moved: Condvar::new(), stop: AtomicBool::new(false) });
         let (tx, rx) = mpsc::channel();
         let depth = depth.max(1) as u64;
         let handles = (0..workers.max(1))
@@ -401,10 +331,7 @@ impl Prefetcher {
                     .spawn(move || loop {
                         let step = {
                             let mut g = gate.progress.lock().expect("loader lock");
-                            while !gate.stop.load(Ordering::Relaxed)
-                                && g.0 < steps
-                                && g.0 >= g.1 + depth
-                            {
+                            while !gate.stop.load(Ordering::Relaxed) && g.0 < steps && g.0 >= g.1 + depth {
                                 g = gate.moved.wait(g).expect("loader lock");
                             }
                             if gate.stop.load(Ordering::Relaxed) || g.0 >= steps {
@@ -420,14 +347,7 @@ impl Prefetcher {
                     .expect("spawn a loader thread")
             })
             .collect();
-        Prefetcher {
-            gate,
-            rx,
-            ready: BTreeMap::new(),
-            next: 0,
-            steps,
-            workers: handles,
-        }
+        Prefetcher { gate, rx, ready: BTreeMap::new(), next: 0, steps, workers: handles }
     }
 }
 
@@ -442,10 +362,7 @@ impl Iterator for Prefetcher {
             if let Some(b) = self.ready.remove(&self.next) {
                 break b;
             }
-            let (step, b) = self
-                .rx
-                .recv()
-                .expect("loader threads run until every step is sent");
+            let (step, b) = self.rx.recv().expect("loader threads run until every step is sent");
             self.ready.insert(step, b);
         };
         self.next += 1;
@@ -488,19 +405,11 @@ mod tests {
                 0
             }
         });
-        Arc::new((
-            Volume::with_spacing(img, [1.0; 3]),
-            Volume::with_spacing(lab, [1.0; 3]),
-        ))
+        Arc::new((Volume::with_spacing(img, [1.0; 3]), Volume::with_spacing(lab, [1.0; 3])))
     }
 
     fn cfg(patch: [usize; 3], augment: Augment) -> PatchConfig {
-        PatchConfig {
-            patch,
-            batch_size: 3,
-            foreground_fraction: 1.0 / 3.0,
-            augment,
-        }
+        PatchConfig { patch, batch_size: 3, foreground_fraction: 1.0 / 3.0, augment }
     }
 
     #[test]
@@ -544,12 +453,8 @@ mod tests {
         let s = PatchSampler::new(cases, cfg([4, 4, 4], Augment::none()), 3).unwrap();
         // Every third sample is forced onto liver or tumor, so holds foreground; a random
         // 4³ patch of a 40×40×30 volume rarely does.
-        let with_fg = (0..30).map(|step| s.batch(0, step)).flat_map(|b| {
-            b.label
-                .chunks(64)
-                .map(|p| p.iter().any(|&l| l > 0))
-                .collect::<Vec<_>>()
-        });
+        let with_fg =
+            (0..30).map(|step| s.batch(0, step)).flat_map(|b| b.label.chunks(64).map(|p| p.iter().any(|&l| l > 0)).collect::<Vec<_>>());
         let count = with_fg.enumerate().filter(|&(i, fg)| {
             if i % 3 == 2 {
                 assert!(fg, "forced sample {i} has no foreground");
@@ -575,11 +480,7 @@ mod tests {
     #[test]
     fn rotation_and_flips_move_labels_with_the_image() {
         let cases = vec![case([20, 20, 12])];
-        let aug = Augment {
-            flip_probability: 0.5,
-            rotate90: true,
-            ..Augment::none()
-        };
+        let aug = Augment { flip_probability: 0.5, rotate90: true, ..Augment::none() };
         let s = PatchSampler::new(cases.clone(), cfg([6, 6, 4], aug), 9).unwrap();
         let mut steps_along_axis0 = std::collections::BTreeSet::new();
         for step in 0..20 {
@@ -595,22 +496,13 @@ mod tests {
                 assert_eq!(l, cases[0].1.data[[v / 10000, v / 100 % 100, v % 100]]);
             }
         }
-        assert_eq!(
-            steps_along_axis0.into_iter().collect::<Vec<_>>(),
-            vec![-10000, -100, 100, 10000]
-        );
+        assert_eq!(steps_along_axis0.into_iter().collect::<Vec<_>>(), vec![-10000, -100, 100, 10000]);
     }
 
     #[test]
     fn noise_and_intensity_changes_stay_small() {
         let cases = vec![case([20, 20, 12])];
-        let aug = Augment {
-            noise_probability: 1.0,
-            noise_std: 0.1,
-            scale: 0.1,
-            shift: 0.1,
-            ..Augment::none()
-        };
+        let aug = Augment { noise_probability: 1.0, noise_std: 0.1, scale: 0.1, shift: 0.1, ..Augment::none() };
         let plain = PatchSampler::new(cases.clone(), cfg([6, 6, 4], Augment::none()), 2).unwrap();
         let noisy = PatchSampler::new(cases, cfg([6, 6, 4], aug), 2).unwrap();
         let (a, b) = (plain.batch(0, 0), noisy.batch(0, 0));
@@ -640,21 +532,9 @@ mod tests {
     fn validate_names_the_field() {
         let shapes = [[20, 20, 12]];
         let err = |c: PatchConfig| c.validate(&shapes).unwrap_err().to_string();
-        assert!(err(PatchConfig {
-            patch: [8, 6, 4],
-            ..PatchConfig::default()
-        })
-        .contains("rotate90"));
-        assert!(err(PatchConfig {
-            batch_size: 0,
-            ..PatchConfig::default()
-        })
-        .contains("batch_size"));
-        assert!(err(PatchConfig {
-            foreground_fraction: 1.5,
-            ..PatchConfig::default()
-        })
-        .contains("foreground_fraction"));
+        assert!(err(PatchConfig { patch: [8, 6, 4], ..PatchConfig::default() }).contains("rotate90"));
+        assert!(err(PatchConfig { batch_size: 0, ..PatchConfig::default() }).contains("batch_size"));
+        assert!(err(PatchConfig { foreground_fraction: 1.5, ..PatchConfig::default() }).contains("foreground_fraction"));
         assert!(PatchConfig::default().validate(&[]).is_err());
         assert!(PatchConfig::default().validate(&shapes).is_ok());
         assert_eq!(PatchConfig::default().padding_needed(&shapes), [44, 44, 52]);

@@ -93,18 +93,15 @@ pub struct MlfcoreConfig {
 
 impl Default for MlfcoreConfig {
     fn default() -> Self {
-        MlfcoreConfig {
-            slices: 512,
-            cube: 128,
-        }
+        MlfcoreConfig { slices: 512, cube: 128 }
     }
 }
 
 impl PreprocessConfig {
     /// Reads a config from JSON text; `origin` names the file in errors.
     pub fn from_json(text: &str, origin: &std::path::Path) -> Result<Self> {
-        let cfg: PreprocessConfig = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(origin, format!("bad preprocessing config: {e}")))?;
+        let cfg: PreprocessConfig =
+            serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("bad preprocessing config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -151,37 +148,20 @@ impl PreprocessConfig {
 
     /// Whether the dataset's median spacing must be known before preparing a case.
     pub fn needs_median_spacing(&self) -> bool {
-        matches!(
-            self,
-            PreprocessConfig::Spacing(SpacingConfig {
-                target_spacing: None,
-                ..
-            })
-        )
+        matches!(self, PreprocessConfig::Spacing(SpacingConfig { target_spacing: None, .. }))
     }
 
     /// Prepares one case. `median_spacing` is the dataset's (on the axes the mode works on),
     /// needed when [`PreprocessConfig::needs_median_spacing`]. Image and labels must share
     /// a grid (the caller checks and reports that per case).
-    pub fn prepare(
-        &self,
-        image: &Image,
-        labels: Option<&Labels>,
-        median_spacing: Option<[f64; 3]>,
-    ) -> Result<Prepared> {
+    pub fn prepare(&self, image: &Image, labels: Option<&Labels>, median_spacing: Option<[f64; 3]>) -> Result<Prepared> {
         if let Some(l) = labels {
-            assert_eq!(
-                l.shape(),
-                image.shape(),
-                "image and labels must share a grid"
-            );
+            assert_eq!(l.shape(), image.shape(), "image and labels must share a grid");
         }
         // The grid is bounded before anything is allocated.
         self.uncropped_shape(image.shape(), image.spacing, &image.affine, median_spacing)?;
         match self {
-            PreprocessConfig::Spacing(c) => {
-                prepare_spacing(c, c.target(median_spacing)?, image, labels)
-            }
+            PreprocessConfig::Spacing(c) => prepare_spacing(c, c.target(median_spacing)?, image, labels),
             PreprocessConfig::Mlfcore(c) => Ok(mlfcore_cube(c, image, labels)),
         }
     }
@@ -336,20 +316,11 @@ impl CaseRecord {
 
     /// The shared path of the restores up to the reorientation; `resample` maps the
     /// prepared grid onto the crop.
-    fn restore<T: Clone>(
-        &self,
-        pred: &Volume<T>,
-        fill: T,
-        resample: impl Fn(&Volume<T>, &Grid) -> Result<Volume<T>>,
-    ) -> Result<Volume<T>> {
+    fn restore<T: Clone>(&self, pred: &Volume<T>, fill: T, resample: impl Fn(&Volume<T>, &Grid) -> Result<Volume<T>>) -> Result<Volume<T>> {
         if pred.shape() != self.prepared().shape {
             return Err(Error::Config {
                 field: "prediction".into(),
-                msg: format!(
-                    "shape {:?} is not the prepared shape {:?}",
-                    pred.shape(),
-                    self.prepared().shape
-                ),
+                msg: format!("shape {:?} is not the prepared shape {:?}", pred.shape(), self.prepared().shape),
             });
         }
         match self {
@@ -358,44 +329,26 @@ impl CaseRecord {
                 let on_prepared = if pred.spacing == prepared.spacing && pred.affine == prepared.affine {
                     Cow::Borrowed(pred)
                 } else {
-                    Cow::Owned(Volume {
-                        data: pred.data.clone(),
-                        spacing: prepared.spacing,
-                        affine: prepared.affine,
-                    })
+                    Cow::Owned(Volume { data: pred.data.clone(), spacing: prepared.spacing, affine: prepared.affine })
                 };
                 let on_crop = resample(&on_prepared, &crop_grid(rec))?;
                 drop(on_prepared);
                 if rec.bbox == BBox::full(rec.source.shape) {
-                    Ok(Volume {
-                        data: on_crop.data,
-                        spacing: rec.source.spacing,
-                        affine: rec.source.affine,
-                    })
+                    Ok(Volume { data: on_crop.data, spacing: rec.source.spacing, affine: rec.source.affine })
                 } else {
                     crop::paste(&on_crop, rec, fill)
                 }
             }
-            CaseRecord::Mlfcore {
-                source,
-                slice_offset,
-                cube_start,
-                ..
-            } => {
+            CaseRecord::Mlfcore { source, slice_offset, cube_start, .. } => {
                 let mut data = Array3::from_elem(source.shape, fill);
                 let n = source.shape;
                 // Cube voxels map to disjoint 2×2×2 blocks, so the order of writes is free.
                 for ((a, b, c), v) in pred.data.indexed_iter() {
-                    let p = [
-                        a as i64 + cube_start[0],
-                        b as i64 + cube_start[1],
-                        c as i64 + cube_start[2],
-                    ];
+                    let p = [a as i64 + cube_start[0], b as i64 + cube_start[1], c as i64 + cube_start[2]];
                     for di in 0..2 {
                         for dj in 0..2 {
                             for dk in 0..2 {
-                                let q =
-                                    [2 * p[0] + di, 2 * p[1] + dj, 2 * p[2] + dk - slice_offset];
+                                let q = [2 * p[0] + di, 2 * p[1] + dj, 2 * p[2] + dk - slice_offset];
                                 if (0..3).all(|x| q[x] >= 0 && (q[x] as usize) < n[x]) {
                                     data[[q[0] as usize, q[1] as usize, q[2] as usize]] = v.clone();
                                 }
@@ -403,11 +356,7 @@ impl CaseRecord {
                         }
                     }
                 }
-                Ok(Volume {
-                    data,
-                    spacing: source.spacing,
-                    affine: source.affine,
-                })
+                Ok(Volume { data, spacing: source.spacing, affine: source.affine })
             }
         }
     }
@@ -425,16 +374,8 @@ fn undo_canonical<T: Clone>(v: &Volume<T>, source: &Grid) -> Volume<T> {
     }
     // Source axis a is canonical axis ornt[a].0.
     let data = view.permuted_axes(ornt.map(|(w, _)| w)).as_standard_layout().into_owned();
-    assert_eq!(
-        data.shape(),
-        source.shape,
-        "prediction must lie on the reoriented source grid"
-    );
-    Volume {
-        data,
-        spacing: source.spacing,
-        affine: source.affine,
-    }
+    assert_eq!(data.shape(), source.shape, "prediction must lie on the reoriented source grid");
+    Volume { data, spacing: source.spacing, affine: source.affine }
 }
 
 /// The grid of the cropped region of a crop record.
@@ -447,29 +388,18 @@ fn crop_grid(rec: &CropRecord) -> Grid {
 }
 
 /// Spacing mode on one case, given the resolved target spacing.
-pub fn prepare_spacing(
-    cfg: &SpacingConfig,
-    target: [f64; 3],
-    image: &Image,
-    labels: Option<&Labels>,
-) -> Result<Prepared> {
+pub fn prepare_spacing(cfg: &SpacingConfig, target: [f64; 3], image: &Image, labels: Option<&Labels>) -> Result<Prepared> {
     let source = Grid::of(image);
     // Borrowed where nothing changes, and each intermediate dropped once used: a CT is
     // hundreds of MB, so a needless copy is what sets the peak memory.
     let reorient = cfg.canonical && !orient::is_ras(&image.affine);
     let (image, labels): (Cow<'_, Image>, Option<Cow<'_, Labels>>) = if reorient {
-        (
-            Cow::Owned(orient::to_canonical(image).0),
-            labels.map(|l| Cow::Owned(orient::to_canonical(l).0)),
-        )
+        (Cow::Owned(orient::to_canonical(image).0), labels.map(|l| Cow::Owned(orient::to_canonical(l).0)))
     } else {
         (Cow::Borrowed(image), labels.map(Cow::Borrowed))
     };
     let bbox = cfg.crop.bbox(&image, labels.as_deref())?;
-    let crop_rec = CropRecord {
-        bbox,
-        source: Grid::of(&*image),
-    };
+    let crop_rec = CropRecord { bbox, source: Grid::of(&*image) };
     let (image, labels) = if bbox == BBox::full(image.shape()) {
         (image, labels)
     } else {
@@ -479,20 +409,9 @@ pub fn prepare_spacing(
     let grid = Grid::of(&*image).with_spacing(target, cfg.alignment)?;
     let resampled = resample::resample_image(&image, &grid)?;
     drop(image);
-    let labels = labels
-        .map(|l| resample::resample_labels(&l, &grid, cfg.label_interp))
-        .transpose()?;
+    let labels = labels.map(|l| resample::resample_labels(&l, &grid, cfg.label_interp)).transpose()?;
     let image = resampled;
-    Ok(Prepared {
-        image,
-        labels,
-        record: CaseRecord::Spacing {
-            source,
-            canonical: cfg.canonical,
-            crop: crop_rec,
-            prepared: grid,
-        },
-    })
+    Ok(Prepared { image, labels, record: CaseRecord::Spacing { source, canonical: cfg.canonical, crop: crop_rec, prepared: grid } })
 }
 
 /// The original project's cube, REFERENCE §3:
@@ -518,11 +437,7 @@ pub fn mlfcore_cube(cfg: &MlfcoreConfig, image: &Image, labels: Option<&Labels>)
     let n = image.shape();
     let min = image.data.iter().copied().fold(f32::INFINITY, f32::min);
     // Step 2: padded index q of source slice k is k + offset.
-    let offset: i64 = if n[2] <= cfg.slices {
-        ((cfg.slices - n[2]) / 2) as i64
-    } else {
-        -(((n[2] - cfg.slices) / 2) as i64)
-    };
+    let offset: i64 = if n[2] <= cfg.slices { ((cfg.slices - n[2]) / 2) as i64 } else { -(((n[2] - cfg.slices) / 2) as i64) };
     // Step 3 shape: pooled voxel p covers padded voxels 2p and 2p + 1.
     let pooled = [n[0] / 2, n[1] / 2, cfg.slices / 2];
     let source_slice = |q: usize| -> Option<usize> {
@@ -574,28 +489,11 @@ pub fn mlfcore_cube(cfg: &MlfcoreConfig, image: &Image, labels: Option<&Labels>)
     }
     let affine = crate::affine::mul(&image.affine, &t);
     let spacing = image.spacing.map(|s| 2.0 * s);
-    let prepared = Grid {
-        shape: [cfg.cube; 3],
-        spacing,
-        affine,
-    };
+    let prepared = Grid { shape: [cfg.cube; 3], spacing, affine };
     Prepared {
-        image: Volume {
-            data: img,
-            spacing,
-            affine,
-        },
-        labels: lab.map(|data| Volume {
-            data,
-            spacing,
-            affine,
-        }),
-        record: CaseRecord::Mlfcore {
-            source,
-            slice_offset: offset,
-            cube_start: start,
-            prepared,
-        },
+        image: Volume { data: img, spacing, affine },
+        labels: lab.map(|data| Volume { data, spacing, affine }),
+        record: CaseRecord::Mlfcore { source, slice_offset: offset, cube_start: start, prepared },
     }
 }
 
@@ -618,11 +516,7 @@ pub fn median_spacing(spacings: &[[f64; 3]]) -> Option<[f64; 3]> {
 
 /// The spacing a case has on the axes the mode works on (reoriented to RAS when the mode
 /// reorients), from its affine and spacing alone.
-pub fn working_spacing(
-    cfg: &PreprocessConfig,
-    spacing: [f64; 3],
-    affine: &[[f64; 4]; 4],
-) -> [f64; 3] {
+pub fn working_spacing(cfg: &PreprocessConfig, spacing: [f64; 3], affine: &[[f64; 4]; 4]) -> [f64; 3] {
     if cfg.canonical() {
         orient::canonical_order(spacing, affine)
     } else {
@@ -641,29 +535,16 @@ mod tests {
             let inside = (0..3).all(|a| [i, j, k][a] >= liver.lo[a] && [i, j, k][a] < liver.hi[a]);
             u8::from(inside) + u8::from(inside && i == liver.lo[0])
         });
-        (
-            Volume::with_spacing(img, [0.8, 0.8, 2.0]),
-            Volume::with_spacing(lab, [0.8, 0.8, 2.0]),
-        )
+        (Volume::with_spacing(img, [0.8, 0.8, 2.0]), Volume::with_spacing(lab, [0.8, 0.8, 2.0]))
     }
 
     #[test]
     fn configs_parse_with_defaults_and_reject_unknown_fields() {
         let c: PreprocessConfig = serde_json::from_str(r#"{"mode": "mlfcore"}"#).unwrap();
-        assert_eq!(
-            c,
-            PreprocessConfig::Mlfcore(MlfcoreConfig {
-                slices: 512,
-                cube: 128
-            })
-        );
-        let c: PreprocessConfig = serde_json::from_str(
-            r#"{"mode": "spacing", "target_spacing": [1.5, 1.5, 2], "crop": {"kind": "liver"}}"#,
-        )
-        .unwrap();
-        let PreprocessConfig::Spacing(s) = c else {
-            panic!("spacing mode")
-        };
+        assert_eq!(c, PreprocessConfig::Mlfcore(MlfcoreConfig { slices: 512, cube: 128 }));
+        let c: PreprocessConfig =
+            serde_json::from_str(r#"{"mode": "spacing", "target_spacing": [1.5, 1.5, 2], "crop": {"kind": "liver"}}"#).unwrap();
+        let PreprocessConfig::Spacing(s) = c else { panic!("spacing mode") };
         assert_eq!(s.target_spacing, Some([1.5, 1.5, 2.0]));
         assert!(s.canonical);
         assert_eq!(s.intensity, Intensity::default());
@@ -676,36 +557,17 @@ mod tests {
             r#"{"mode": "mlfcore", "slices": 511}"#,
         ] {
             let err = PreprocessConfig::from_json(bad, p).unwrap_err().to_string();
-            assert!(
-                err.contains("cfg.json") || err.contains("config field"),
-                "{bad}: {err}"
-            );
+            assert!(err.contains("cfg.json") || err.contains("config field"), "{bad}: {err}");
         }
     }
 
     #[test]
     fn mlfcore_cube_is_centred_on_the_liver_and_keeps_world_positions() {
-        let cfg = MlfcoreConfig {
-            slices: 16,
-            cube: 8,
-        };
-        let (img, lab) = case(
-            [20, 18, 11],
-            BBox {
-                lo: [4, 6, 2],
-                hi: [12, 14, 9],
-            },
-        );
+        let cfg = MlfcoreConfig { slices: 16, cube: 8 };
+        let (img, lab) = case([20, 18, 11], BBox { lo: [4, 6, 2], hi: [12, 14, 9] });
         let p = mlfcore_cube(&cfg, &img, Some(&lab));
         assert_eq!(p.image.shape(), [8, 8, 8]);
-        let CaseRecord::Mlfcore {
-            slice_offset,
-            cube_start,
-            ..
-        } = p.record.clone()
-        else {
-            panic!()
-        };
+        let CaseRecord::Mlfcore { slice_offset, cube_start, .. } = p.record.clone() else { panic!() };
         // 11 slices padded to 16: 2 before, 3 after.
         assert_eq!(slice_offset, 2);
         // Pooled liver: i 2..=5 → 3, j 3..=6 → 4, k (2+2)/2=2..=(8+2)/2=5 → 3; start = c − 4.
@@ -718,17 +580,9 @@ mod tests {
         let want = img.data.slice(s![2..4, 4..6, 0..2]).sum() / 8.0;
         assert_eq!(p.image.data[[2, 2, 2]], want);
         // World position of cube voxel (2, 2, 2) is the centre of that 2×2×2 block.
-        let w = |a: &[[f64; 4]; 4], x: [f64; 3]| {
-            [0, 1, 2].map(|r| (0..3).map(|c| a[r][c] * x[c]).sum::<f64>() + a[r][3])
-        };
-        let (a, b) = (
-            w(&p.image.affine, [2.0, 2.0, 2.0]),
-            w(&img.affine, [2.5, 4.5, 0.5]),
-        );
-        assert!(
-            (0..3).all(|r| (a[r] - b[r]).abs() < 1e-12),
-            "{a:?} vs {b:?}"
-        );
+        let w = |a: &[[f64; 4]; 4], x: [f64; 3]| [0, 1, 2].map(|r| (0..3).map(|c| a[r][c] * x[c]).sum::<f64>() + a[r][3]);
+        let (a, b) = (w(&p.image.affine, [2.0, 2.0, 2.0]), w(&img.affine, [2.5, 4.5, 0.5]));
+        assert!((0..3).all(|r| (a[r] - b[r]).abs() < 1e-12), "{a:?} vs {b:?}");
         assert_eq!(p.image.spacing, [1.6, 1.6, 4.0]);
     }
 
@@ -744,9 +598,7 @@ mod tests {
         lab[[3, 1, 1]] = 0;
         lab[[2, 0, 0]] = 0;
         let p = mlfcore_cube(&cfg, &img, Some(&Volume::with_spacing(lab, [1.0; 3])));
-        let CaseRecord::Mlfcore { cube_start, .. } = p.record else {
-            panic!()
-        };
+        let CaseRecord::Mlfcore { cube_start, .. } = p.record else { panic!() };
         // Pooled [0, 2] along i: the liver is pooled voxel (1, 0, 0), the cube starts one
         // voxel before it on every axis.
         assert_eq!(cube_start, [0, -1, -1]);
@@ -759,13 +611,7 @@ mod tests {
     #[test]
     fn mlfcore_restore_puts_the_cube_back_in_place() {
         let cfg = MlfcoreConfig { slices: 8, cube: 4 };
-        let (img, lab) = case(
-            [12, 10, 13],
-            BBox {
-                lo: [2, 2, 3],
-                hi: [8, 8, 9],
-            },
-        );
+        let (img, lab) = case([12, 10, 13], BBox { lo: [2, 2, 3], hi: [8, 8, 9] });
         let p = mlfcore_cube(&cfg, &img, Some(&lab));
         let back = p.record.restore_labels(p.labels.as_ref().unwrap()).unwrap();
         assert_eq!(back.shape(), img.shape());
@@ -778,24 +624,13 @@ mod tests {
 
     #[test]
     fn spacing_mode_reorients_crops_resamples_and_restores() {
-        let (mut img, lab) = case(
-            [16, 12, 6],
-            BBox {
-                lo: [4, 4, 1],
-                hi: [12, 8, 5],
-            },
-        );
+        let (mut img, lab) = case([16, 12, 6], BBox { lo: [4, 4, 1], hi: [12, 8, 5] });
         // An LPS-like affine: i runs to the left, j to the posterior.
         img.affine[0][0] = -0.8;
         img.affine[1][1] = -0.8;
         let lab = img.map_data(lab.data.clone());
-        let cfg = SpacingConfig {
-            target_spacing: Some([1.6, 1.6, 2.0]),
-            crop: Crop::Liver {
-                margin_mm: [0.0; 3],
-            },
-            ..SpacingConfig::default()
-        };
+        let cfg =
+            SpacingConfig { target_spacing: Some([1.6, 1.6, 2.0]), crop: Crop::Liver { margin_mm: [0.0; 3] }, ..SpacingConfig::default() };
         let cfg = PreprocessConfig::Spacing(cfg);
         let p = cfg.prepare(&img, Some(&lab), None).unwrap();
         assert_eq!(p.image.shape(), [4, 2, 4]);
@@ -807,53 +642,31 @@ mod tests {
         // Inside the crop the label survives the 2× down and back; outside it is 0.
         assert_eq!(back.data[[6, 6, 2]], 1);
         assert_eq!(back.data[[0, 0, 0]], 0);
-        assert_eq!(
-            working_spacing(&cfg, [0.7, 0.8, 2.0], &img.affine),
-            [0.7, 0.8, 2.0]
-        );
+        assert_eq!(working_spacing(&cfg, [0.7, 0.8, 2.0], &img.affine), [0.7, 0.8, 2.0]);
     }
 
     #[test]
     fn uncropped_shape_is_the_prepared_shape_without_reading_voxels() {
         let (mut img, _) = case([16, 12, 6], BBox::full([16, 12, 6]));
         // Stored axes (j, i, k) of RAS: the first array axis runs along y.
-        img.affine = [
-            [0.0, 0.8, 0.0, 0.0],
-            [0.8, 0.0, 0.0, 0.0],
-            [0.0, 0.0, 2.0, 0.0],
-            [0.0, 0.0, 0.0, 1.0],
-        ];
-        let cfg = PreprocessConfig::Spacing(SpacingConfig {
-            target_spacing: Some([1.6, 0.8, 1.0]),
-            ..SpacingConfig::default()
-        });
+        img.affine = [[0.0, 0.8, 0.0, 0.0], [0.8, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+        let cfg = PreprocessConfig::Spacing(SpacingConfig { target_spacing: Some([1.6, 0.8, 1.0]), ..SpacingConfig::default() });
         let p = cfg.prepare(&img, None, None).unwrap();
-        let bound = cfg
-            .uncropped_shape(img.shape(), img.spacing, &img.affine, None)
-            .unwrap();
+        let bound = cfg.uncropped_shape(img.shape(), img.spacing, &img.affine, None).unwrap();
         assert_eq!(bound, p.image.shape());
         assert_eq!(bound, [6, 16, 12]);
         let none = PreprocessConfig::Spacing(SpacingConfig::default());
-        let e = none
-            .uncropped_shape(img.shape(), img.spacing, &img.affine, None)
-            .unwrap_err();
+        let e = none.uncropped_shape(img.shape(), img.spacing, &img.affine, None).unwrap_err();
         assert!(e.to_string().contains("target_spacing"), "{e}");
         let cube = PreprocessConfig::Mlfcore(MlfcoreConfig { slices: 8, cube: 4 });
-        assert_eq!(
-            cube.uncropped_shape(img.shape(), img.spacing, &img.affine, None)
-                .unwrap(),
-            [4; 3]
-        );
+        assert_eq!(cube.uncropped_shape(img.shape(), img.spacing, &img.affine, None).unwrap(), [4; 3]);
     }
 
     #[test]
     fn ras_scan_without_crop_restores_probabilities_exactly_in_place() {
         // Same spacing: nothing is interpolated, so the restored map is the prepared one.
         let (img, _) = case([8, 6, 4], BBox::full([8, 6, 4]));
-        let cfg = PreprocessConfig::Spacing(SpacingConfig {
-            target_spacing: Some(img.spacing),
-            ..SpacingConfig::default()
-        });
+        let cfg = PreprocessConfig::Spacing(SpacingConfig { target_spacing: Some(img.spacing), ..SpacingConfig::default() });
         let p = cfg.prepare(&img, None, None).unwrap();
         assert_eq!(p.image.data, img.data);
         let back = p.record.restore_image(&p.image, 1.0).unwrap();
@@ -862,13 +675,7 @@ mod tests {
 
     #[test]
     fn median_spacing_per_axis() {
-        let m = median_spacing(&[
-            [0.7, 0.7, 5.0],
-            [0.9, 0.8, 1.0],
-            [0.8, 0.6, 2.5],
-            [1.0, 1.0, 0.7],
-        ])
-        .unwrap();
+        let m = median_spacing(&[[0.7, 0.7, 5.0], [0.9, 0.8, 1.0], [0.8, 0.6, 2.5], [1.0, 1.0, 0.7]]).unwrap();
         let want = [0.85, 0.75, 1.75];
         assert!((0..3).all(|a| (m[a] - want[a]).abs() < 1e-12), "{m:?}");
         assert_eq!(median_spacing(&[]), None);

@@ -71,11 +71,7 @@ pub struct Grid {
 impl Grid {
     /// The grid a volume lives on (to resample a result back onto it).
     pub fn of<T>(v: &Volume<T>) -> Self {
-        Grid {
-            shape: v.shape(),
-            spacing: v.spacing,
-            affine: v.affine,
-        }
+        Grid { shape: v.shape(), spacing: v.spacing, affine: v.affine }
     }
 
     /// The grid with voxel size `target` (mm, per axis) covering the same region as `self`.
@@ -135,15 +131,10 @@ struct AxisMap {
 /// How target grid indices map onto source indices; only axis-aligned maps (scalings,
 /// shifts and flips along each axis) are supported.
 fn axis_maps(src: &Grid, dst: &Grid) -> Result<[AxisMap; 3]> {
-    let inv = crate::affine::invert(&src.affine).ok_or_else(|| Error::Config {
-        field: "affine".into(),
-        msg: "the source affine is singular".into(),
-    })?;
+    let inv = crate::affine::invert(&src.affine)
+        .ok_or_else(|| Error::Config { field: "affine".into(), msg: "the source affine is singular".into() })?;
     let m = crate::affine::mul(&inv, &dst.affine);
-    let mut maps = [AxisMap {
-        scale: 1.0,
-        offset: 0.0,
-    }; 3];
+    let mut maps = [AxisMap { scale: 1.0, offset: 0.0 }; 3];
     for r in 0..3 {
         for c in 0..3 {
             let tol = 1e-6 * (m[r][r].abs() + m[c][c].abs()).max(1e-12);
@@ -156,10 +147,7 @@ fn axis_maps(src: &Grid, dst: &Grid) -> Result<[AxisMap; 3]> {
                 });
             }
         }
-        maps[r] = AxisMap {
-            scale: m[r][r],
-            offset: m[r][3],
-        };
+        maps[r] = AxisMap { scale: m[r][r], offset: m[r][3] };
     }
     Ok(maps)
 }
@@ -180,11 +168,7 @@ fn linear_taps(map: AxisMap, n_src: usize, n_dst: usize) -> Vec<Tap> {
             let x = (map.scale * i as f64 + map.offset).clamp(0.0, last as f64);
             let i0 = (x.floor() as usize).min(last);
             let i1 = (i0 + 1).min(last);
-            Tap {
-                i0,
-                i1,
-                w: (x - i0 as f64) as f32,
-            }
+            Tap { i0, i1, w: (x - i0 as f64) as f32 }
         })
         .collect()
 }
@@ -212,32 +196,26 @@ fn linear_pass(src: &[f32], shape: [usize; 3], axis: usize, taps: &[Tap]) -> Vec
     let mut out = crate::buffer::volume_buffer::<f32>(outer * m * inner);
     if inner == 1 {
         // Along the contiguous axis: one gather per output value, a row per task item.
-        out.par_chunks_mut(m)
-            .with_min_len((MIN_TASK / m.max(1)).max(1))
-            .enumerate()
-            .for_each(|(o, row)| {
-                let s = &src[o * n..(o + 1) * n];
-                for (v, t) in row.iter_mut().zip(taps) {
-                    *v = s[t.i0] + t.w * (s[t.i1] - s[t.i0]);
-                }
-            });
+        out.par_chunks_mut(m).with_min_len((MIN_TASK / m.max(1)).max(1)).enumerate().for_each(|(o, row)| {
+            let s = &src[o * n..(o + 1) * n];
+            for (v, t) in row.iter_mut().zip(taps) {
+                *v = s[t.i0] + t.w * (s[t.i1] - s[t.i0]);
+            }
+        });
     } else {
         // Across rows or planes: blends of two contiguous source lines.
-        out.par_chunks_mut(inner)
-            .with_min_len((MIN_TASK / inner).max(1))
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (o, t) = (row / m, taps[row % m]);
-                let a = &src[(o * n + t.i0) * inner..][..inner];
-                if t.w == 0.0 || t.i0 == t.i1 {
-                    dst.copy_from_slice(a);
-                } else {
-                    let b = &src[(o * n + t.i1) * inner..][..inner];
-                    for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
-                        *d = x + t.w * (y - x);
-                    }
+        out.par_chunks_mut(inner).with_min_len((MIN_TASK / inner).max(1)).enumerate().for_each(|(row, dst)| {
+            let (o, t) = (row / m, taps[row % m]);
+            let a = &src[(o * n + t.i0) * inner..][..inner];
+            if t.w == 0.0 || t.i0 == t.i1 {
+                dst.copy_from_slice(a);
+            } else {
+                let b = &src[(o * n + t.i1) * inner..][..inner];
+                for ((d, x), y) in dst.iter_mut().zip(a).zip(b) {
+                    *d = x + t.w * (y - x);
                 }
-            });
+            }
+        });
     }
     out
 }
@@ -265,24 +243,15 @@ pub fn resample_image(img: &Image, grid: &Grid) -> Result<Image> {
     let mut data = standard(img.data.view());
     for &axis in &order {
         let taps = linear_taps(maps[axis], shape[axis], grid.shape[axis]);
-        let identity = shape[axis] == grid.shape[axis]
-            && taps
-                .iter()
-                .enumerate()
-                .all(|(i, t)| t.i0 == i && t.w == 0.0);
+        let identity = shape[axis] == grid.shape[axis] && taps.iter().enumerate().all(|(i, t)| t.i0 == i && t.w == 0.0);
         if identity {
             continue;
         }
         data = std::borrow::Cow::Owned(linear_pass(&data, shape, axis, &taps));
         shape[axis] = grid.shape[axis];
     }
-    let data = Array3::from_shape_vec(grid.shape, data.into_owned())
-        .expect("passes produce the target shape");
-    Ok(Volume {
-        data,
-        spacing: grid.spacing,
-        affine: grid.affine,
-    })
+    let data = Array3::from_shape_vec(grid.shape, data.into_owned()).expect("passes produce the target shape");
+    Ok(Volume { data, spacing: grid.spacing, affine: grid.affine })
 }
 
 /// Resamples a label map onto `grid`.
@@ -295,56 +264,42 @@ pub fn resample_labels(lab: &Labels, grid: &Grid, interp: LabelInterp) -> Result
     let src = &lab.data;
     match interp {
         LabelInterp::Nearest => {
-            let idx: Vec<Vec<usize>> = (0..3)
-                .map(|a| nearest_index(maps[a], src_shape[a], grid.shape[a]))
-                .collect();
-            out.par_chunks_mut(nk)
-                .with_min_len((MIN_TASK / nk).max(1))
-                .enumerate()
-                .for_each(|(row, dst)| {
-                    let (si, sj) = (idx[0][row / nj], idx[1][row % nj]);
-                    for (d, &sk) in dst.iter_mut().zip(&idx[2]) {
-                        *d = src[[si, sj, sk]];
-                    }
-                });
+            let idx: Vec<Vec<usize>> = (0..3).map(|a| nearest_index(maps[a], src_shape[a], grid.shape[a])).collect();
+            out.par_chunks_mut(nk).with_min_len((MIN_TASK / nk).max(1)).enumerate().for_each(|(row, dst)| {
+                let (si, sj) = (idx[0][row / nj], idx[1][row % nj]);
+                for (d, &sk) in dst.iter_mut().zip(&idx[2]) {
+                    *d = src[[si, sj, sk]];
+                }
+            });
         }
         LabelInterp::LinearOneHot => {
             let n_labels = lab.data.iter().copied().max().unwrap_or(0) as usize + 1;
-            let taps: Vec<Vec<Tap>> = (0..3)
-                .map(|a| linear_taps(maps[a], src_shape[a], grid.shape[a]))
-                .collect();
-            out.par_chunks_mut(nk)
-                .with_min_len((MIN_TASK / nk).max(1))
-                .enumerate()
-                .for_each(|(row, dst)| {
-                    let (ti, tj) = (taps[0][row / nj], taps[1][row % nj]);
-                    let mut weight = vec![0.0f32; n_labels];
-                    for (d, tk) in dst.iter_mut().zip(&taps[2]) {
-                        weight.iter_mut().for_each(|w| *w = 0.0);
-                        for (si, wi) in [(ti.i0, 1.0 - ti.w), (ti.i1, ti.w)] {
-                            for (sj, wj) in [(tj.i0, 1.0 - tj.w), (tj.i1, tj.w)] {
-                                for (sk, wk) in [(tk.i0, 1.0 - tk.w), (tk.i1, tk.w)] {
-                                    weight[src[[si, sj, sk]] as usize] += wi * wj * wk;
-                                }
+            let taps: Vec<Vec<Tap>> = (0..3).map(|a| linear_taps(maps[a], src_shape[a], grid.shape[a])).collect();
+            out.par_chunks_mut(nk).with_min_len((MIN_TASK / nk).max(1)).enumerate().for_each(|(row, dst)| {
+                let (ti, tj) = (taps[0][row / nj], taps[1][row % nj]);
+                let mut weight = vec![0.0f32; n_labels];
+                for (d, tk) in dst.iter_mut().zip(&taps[2]) {
+                    weight.iter_mut().for_each(|w| *w = 0.0);
+                    for (si, wi) in [(ti.i0, 1.0 - ti.w), (ti.i1, ti.w)] {
+                        for (sj, wj) in [(tj.i0, 1.0 - tj.w), (tj.i1, tj.w)] {
+                            for (sk, wk) in [(tk.i0, 1.0 - tk.w), (tk.i1, tk.w)] {
+                                weight[src[[si, sj, sk]] as usize] += wi * wj * wk;
                             }
                         }
-                        let mut best = 0;
-                        for (l, &w) in weight.iter().enumerate() {
-                            if w > weight[best] {
-                                best = l;
-                            }
-                        }
-                        *d = best as u8;
                     }
-                });
+                    let mut best = 0;
+                    for (l, &w) in weight.iter().enumerate() {
+                        if w > weight[best] {
+                            best = l;
+                        }
+                    }
+                    *d = best as u8;
+                }
+            });
         }
     }
     let data = Array3::from_shape_vec(grid.shape, out).expect("target shape");
-    Ok(Volume {
-        data,
-        spacing: grid.spacing,
-        affine: grid.affine,
-    })
+    Ok(Volume { data, spacing: grid.spacing, affine: grid.affine })
 }
 
 fn check_nonempty(src: [usize; 3], dst: [usize; 3]) -> Result<()> {
@@ -363,12 +318,7 @@ pub fn image_to_spacing(img: &Image, target: [f64; 3], align: Alignment) -> Resu
 }
 
 /// Resamples a label map to voxel size `target` (mm per axis).
-pub fn labels_to_spacing(
-    lab: &Labels,
-    target: [f64; 3],
-    align: Alignment,
-    interp: LabelInterp,
-) -> Result<Labels> {
+pub fn labels_to_spacing(lab: &Labels, target: [f64; 3], align: Alignment, interp: LabelInterp) -> Result<Labels> {
     resample_labels(lab, &Grid::of(lab).with_spacing(target, align)?, interp)
 }
 
@@ -378,9 +328,7 @@ mod tests {
     use ndarray::Array3;
 
     fn ramp(shape: [usize; 3], spacing: [f64; 3]) -> Image {
-        let data = Array3::from_shape_fn(shape, |(i, j, k)| {
-            (3 * i) as f32 + 0.5 * j as f32 - 2.0 * k as f32
-        });
+        let data = Array3::from_shape_fn(shape, |(i, j, k)| (3 * i) as f32 + 0.5 * j as f32 - 2.0 * k as f32);
         Volume::with_spacing(data, spacing)
     }
 
@@ -397,17 +345,12 @@ mod tests {
         let img = ramp([7, 6, 5], [1.0, 1.0, 3.0]);
         let out = image_to_spacing(&img, [0.5, 0.75, 1.0], Alignment::Corners).unwrap();
         assert_eq!(out.shape(), [14, 8, 15]);
-        let g = Grid::of(&img)
-            .with_spacing([0.5, 0.75, 1.0], Alignment::Corners)
-            .unwrap();
+        let g = Grid::of(&img).with_spacing([0.5, 0.75, 1.0], Alignment::Corners).unwrap();
         for ((i, j, k), &v) in out.data.indexed_iter() {
             let x = [i, j, k].map(|t| t as f64);
             let s = [0, 1, 2].map(|a| x[a] * (img.shape()[a] - 1) as f64 / (g.shape[a] - 1) as f64);
             let want = 3.0 * s[0] + 0.5 * s[1] - 2.0 * s[2];
-            assert!(
-                (v as f64 - want).abs() < 1e-4,
-                "{v} vs {want} at {i},{j},{k}"
-            );
+            assert!((v as f64 - want).abs() < 1e-4, "{v} vs {want} at {i},{j},{k}");
         }
     }
 
@@ -449,13 +392,7 @@ mod tests {
     fn nearest_labels_keep_values_and_round_trip_exactly_on_integer_factors() {
         let data = Array3::from_shape_fn((4, 4, 2), |(i, j, k)| ((i + j + k) % 3) as u8);
         let lab = Volume::with_spacing(data, [1.0, 1.0, 2.0]);
-        let up = labels_to_spacing(
-            &lab,
-            [0.5, 0.5, 1.0],
-            Alignment::Origin,
-            LabelInterp::Nearest,
-        )
-        .unwrap();
+        let up = labels_to_spacing(&lab, [0.5, 0.5, 1.0], Alignment::Origin, LabelInterp::Nearest).unwrap();
         assert_eq!(up.shape(), [8, 8, 4]);
         // Target voxel 2t sits exactly on source voxel t.
         assert_eq!(up.data[[2, 4, 2]], lab.data[[1, 2, 1]]);
@@ -468,32 +405,19 @@ mod tests {
         // Along i: 0 0 2 2; the centre of the upsampled grid between voxels 1 and 2 is a tie.
         let data = Array3::from_shape_fn((4, 1, 1), |(i, _, _)| if i < 2 { 0 } else { 2 });
         let lab = Volume::with_spacing(data, [1.0, 1.0, 1.0]);
-        let g = Grid {
-            shape: [7, 1, 1],
-            ..Grid::of(&lab)
-                .with_spacing([0.5, 1.0, 1.0], Alignment::Origin)
-                .unwrap()
-        };
+        let g = Grid { shape: [7, 1, 1], ..Grid::of(&lab).with_spacing([0.5, 1.0, 1.0], Alignment::Origin).unwrap() };
         let out = resample_labels(&lab, &g, LabelInterp::LinearOneHot).unwrap();
         // Source positions 0, .5, 1, 1.5, 2, 2.5, 3.
-        assert_eq!(
-            out.data.iter().copied().collect::<Vec<_>>(),
-            vec![0, 0, 0, 0, 2, 2, 2]
-        );
+        assert_eq!(out.data.iter().copied().collect::<Vec<_>>(), vec![0, 0, 0, 0, 2, 2, 2]);
     }
 
     #[test]
     fn a_target_equal_to_the_float32_spacing_leaves_the_axis_alone() {
         let img = ramp([5, 4, 3], [0.8f32 as f64, 1.0, 2.5]);
-        let g = Grid::of(&img)
-            .with_spacing([0.8, 0.5, 2.5], Alignment::Origin)
-            .unwrap();
+        let g = Grid::of(&img).with_spacing([0.8, 0.5, 2.5], Alignment::Origin).unwrap();
         assert_eq!((g.shape, g.spacing[0]), ([5, 8, 3], 0.8f32 as f64));
         let out = resample_image(&img, &g).unwrap();
-        assert_eq!(
-            out.data.slice(ndarray::s![.., 0, ..]),
-            img.data.slice(ndarray::s![.., 0, ..])
-        );
+        assert_eq!(out.data.slice(ndarray::s![.., 0, ..]), img.data.slice(ndarray::s![.., 0, ..]));
     }
 
     #[test]

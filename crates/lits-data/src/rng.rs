@@ -84,11 +84,12 @@ mod tests {
 
     #[test]
     fn same_seed_and_stream_repeat_other_streams_differ() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = SeededRng::new(7, 3);
-            move |_| r.next_u64()
-        })
-        .collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = SeededRng::new(7, 3);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = SeededRng::new(7, 3);
         assert_eq!(a, (0..4).map(|_| r.next_u64()).collect::<Vec<_>>());
         let mut other = SeededRng::new(7, 4);

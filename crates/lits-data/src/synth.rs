@@ -80,9 +80,7 @@ impl SynthConfig {
     /// Records every range that is not ordered or usable, and a size whose cases would not
     /// fit in memory, before anything is generated.
     pub fn check(&self, p: &mut Problems) {
-        p.require((1..=MAX_CASES).contains(&self.cases), "cases", || {
-            format!("{} cases: need 1..={MAX_CASES}", self.cases)
-        });
+        p.require((1..=MAX_CASES).contains(&self.cases), "cases", || format!("{} cases: need 1..={MAX_CASES}", self.cases));
         let counts = [("in_plane_voxels", self.in_plane_voxels, 16), ("slices", self.slices, 8)];
         for (field, [lo, hi], min) in counts {
             p.require(lo >= min && lo <= hi && hi <= 2048, field, || format!("[{lo}, {hi}] must be ordered within {min}..=2048"));
@@ -199,11 +197,7 @@ pub struct Phantom {
 const ORIENTATIONS: [&str; 5] = ["LPS", "RAS", "LAS", "RPI", "PLS"];
 
 /// Storage types, cycled over the cases.
-const STORAGES: [Storage; 3] = [
-    Storage::I16 { slope: 1.0, inter: -1024.0 },
-    Storage::F32,
-    Storage::I16 { slope: 0.5, inter: 0.0 },
-];
+const STORAGES: [Storage; 3] = [Storage::I16 { slope: 1.0, inter: -1024.0 }, Storage::F32, Storage::I16 { slope: 0.5, inter: 0.0 }];
 
 /// Every fourth case (offset by the seed) has no tumor.
 const TUMOR_FREE_EVERY: usize = 4;
@@ -211,10 +205,8 @@ const TUMOR_FREE_EVERY: usize = 4;
 /// Generates case `index` of the dataset described by `cfg`.
 pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
     cfg.validate()?;
-    let id = u32::try_from(index).map_err(|_| Error::Config {
-        field: "cases".into(),
-        msg: format!("case index {index} does not fit an id"),
-    })?;
+    let id =
+        u32::try_from(index).map_err(|_| Error::Config { field: "cases".into(), msg: format!("case index {index} does not fit an id") })?;
     // Categorical choices cycle with an offset drawn from the seed, so any few consecutive
     // cases cover every orientation, storage and the tumor-free kind.
     let mut cycle = SeededRng::new(cfg.seed, u64::MAX);
@@ -347,9 +339,8 @@ fn check_only_ours(dir: &Path, cases: usize) -> Result<()> {
         if name == MANIFEST {
             return true;
         }
-        let number = name
-            .strip_suffix(".nii.gz")
-            .and_then(|stem| stem.strip_prefix("volume-").or_else(|| stem.strip_prefix("segmentation-")));
+        let number =
+            name.strip_suffix(".nii.gz").and_then(|stem| stem.strip_prefix("volume-").or_else(|| stem.strip_prefix("segmentation-")));
         number.is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<usize>().is_ok_and(|i| i < cases))
     };
     let mut entries: Vec<PathBuf> = Vec::new();
@@ -381,13 +372,7 @@ fn round_to(x: f64, per: f64) -> f64 {
 
 /// Turns arrays on the RAS grid (centred on `centre`) into volumes stored with the axes
 /// named by `code`, with the affine that keeps every voxel at the same world position.
-fn store(
-    hu: Array3<f32>,
-    labels: Array3<u8>,
-    spacing: [f64; 3],
-    centre: [f64; 3],
-    code: &str,
-) -> (Image, Labels) {
+fn store(hu: Array3<f32>, labels: Array3<u8>, spacing: [f64; 3], centre: [f64; 3], code: &str) -> (Image, Labels) {
     let shape = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
     let mut world_axis = [0usize; 3];
     let mut flip = [false; 3];
@@ -489,12 +474,7 @@ impl Waves {
     }
 
     fn at(&self, p: [f64; 3]) -> f64 {
-        let s: f64 = self
-            .k
-            .iter()
-            .zip(&self.phase)
-            .map(|(k, ph)| (k[0] * p[0] + k[1] * p[1] + k[2] * p[2] + ph).cos())
-            .sum();
+        let s: f64 = self.k.iter().zip(&self.phase).map(|(k, ph)| (k[0] * p[0] + k[1] * p[1] + k[2] * p[2] + ph).cos()).sum();
         s * self.scale
     }
 
@@ -678,26 +658,10 @@ impl Body {
         let zl = dome - 75.0 * s;
         let mut right = Blob::draw(rng, [0.48 * a, -0.05 * b, zl], [0.44 * a, 0.72 * b, 75.0 * s], 0.1, 0.08, 70.0 * s);
         right.taper = rng.uniform(0.15, 0.35);
-        let mut lobes = vec![
-            right,
-            Blob::draw(
-                rng,
-                [-0.08 * a, 0.38 * b, zl + 22.0 * s],
-                [0.34 * a, 0.30 * b, 40.0 * s],
-                0.1,
-                0.08,
-                60.0 * s,
-            ),
-        ];
+        let mut lobes =
+            vec![right, Blob::draw(rng, [-0.08 * a, 0.38 * b, zl + 22.0 * s], [0.34 * a, 0.30 * b, 40.0 * s], 0.1, 0.08, 60.0 * s)];
         if rng.chance(0.5) {
-            lobes.push(Blob::draw(
-                rng,
-                [0.55 * a, -0.10 * b, zl - 58.0 * s],
-                [0.25 * a, 0.35 * b, 45.0 * s],
-                0.1,
-                0.08,
-                50.0 * s,
-            ));
+            lobes.push(Blob::draw(rng, [0.55 * a, -0.10 * b, zl - 58.0 * s], [0.25 * a, 0.35 * b, 45.0 * s], 0.1, 0.08, 50.0 * s));
         }
         let mut lo = [f64::INFINITY; 3];
         let mut hi = [f64::NEG_INFINITY; 3];
@@ -713,14 +677,7 @@ impl Body {
         let texture = [Waves::draw(rng, 30.0 * s), Waves::draw(rng, 10.0 * s)];
         let vessels = [Waves::draw(rng, 50.0 * s), Waves::draw(rng, 50.0 * s)];
 
-        let spleen = Blob::draw(
-            rng,
-            [-0.62 * a, -0.30 * b, zl + 12.0 * s],
-            [0.20 * a, 0.30 * b, 50.0 * s],
-            0.1,
-            0.10,
-            40.0 * s,
-        );
+        let spleen = Blob::draw(rng, [-0.62 * a, -0.30 * b, zl + 12.0 * s], [0.20 * a, 0.30 * b, 50.0 * s], 0.1, 0.10, 40.0 * s);
         let kidney = |rng: &mut SeededRng, side: f64, z: f64| {
             let c = [side * 0.38 * a, spine_y + 6.0 * s, z];
             let blob = Blob::draw(rng, c, [24.0 * s, 28.0 * s, 50.0 * s], 0.1, 0.05, 40.0 * s);
@@ -729,26 +686,12 @@ impl Body {
             Kidney { blob, hilum: [c[0] - side * 0.9 * r[0], c[1] + 0.2 * r[1], c[2]], hilum_r: 0.55 * r[0] }
         };
         let kidneys = [kidney(rng, 1.0, zl - 72.0 * s), kidney(rng, -1.0, zl - 50.0 * s)];
-        let gallbladder = rng.chance(0.6).then(|| {
-            Blob::draw(
-                rng,
-                [0.20 * a, 0.42 * b, zl - 40.0 * s],
-                [14.0 * s, 16.0 * s, 32.0 * s],
-                0.1,
-                0.04,
-                30.0 * s,
-            )
-        });
-        let stomach = rng.chance(0.8).then(|| {
-            Blob::draw(
-                rng,
-                [-0.35 * a, 0.32 * b, zl + 8.0 * s],
-                [0.24 * a, 0.28 * b, 45.0 * s],
-                0.1,
-                0.08,
-                50.0 * s,
-            )
-        });
+        let gallbladder = rng
+            .chance(0.6)
+            .then(|| Blob::draw(rng, [0.20 * a, 0.42 * b, zl - 40.0 * s], [14.0 * s, 16.0 * s, 32.0 * s], 0.1, 0.04, 30.0 * s));
+        let stomach = rng
+            .chance(0.8)
+            .then(|| Blob::draw(rng, [-0.35 * a, 0.32 * b, zl + 8.0 * s], [0.24 * a, 0.28 * b, 45.0 * s], 0.1, 0.08, 50.0 * s));
 
         let mut body = Body {
             half_z,
@@ -866,9 +809,7 @@ impl Body {
         let t = &self.tissue;
         let [x, y, _] = p;
         let s = self.scale;
-        let ivc = (((x - 22.0 * s) / (14.0 * s)).powi(2)
-            + ((y - self.spine_y - self.spine_r[1] - 16.0 * s) / (10.0 * s)).powi(2))
-            < 1.0;
+        let ivc = (((x - 22.0 * s) / (14.0 * s)).powi(2) + ((y - self.spine_y - self.spine_r[1] - 16.0 * s) / (10.0 * s)).powi(2)) < 1.0;
         if ivc {
             return Some((t.blood, 0));
         }

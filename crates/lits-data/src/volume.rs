@@ -46,11 +46,7 @@ pub fn grid_mismatch<A, B>(a: &Volume<A>, b: &Volume<B>, whose: &str) -> Option<
         format!("[{}]", rows.join(", "))
     };
     (worst.is_nan() || worst > AFFINE_TOLERANCE).then(|| {
-        format!(
-            "affine {} differs from {whose} {} (relative difference {worst:.2e}): not on the same grid",
-            fmt(&b.affine),
-            fmt(&a.affine)
-        )
+        format!("affine {} differs from {whose} {} (relative difference {worst:.2e}): not on the same grid", fmt(&b.affine), fmt(&a.affine))
     })
 }
 
@@ -61,10 +57,11 @@ pub fn bad_label_values(labels: &Volume<u8>) -> Option<String> {
     for &v in labels.data.iter() {
         counts[v as usize] += 1;
     }
-    let bad: Vec<String> = (3..256).filter(|&v| counts[v] > 0).map(|v| format!("{v} ({} voxel{})", counts[v], if counts[v] == 1 { "" } else { "s" })).collect();
-    (!bad.is_empty()).then(|| {
-        format!("holds label values outside 0..2 (0 background, 1 liver, 2 tumor): {}", bad.join(", "))
-    })
+    let bad: Vec<String> = (3..256)
+        .filter(|&v| counts[v] > 0)
+        .map(|v| format!("{v} ({} voxel{})", counts[v], if counts[v] == 1 { "" } else { "s" }))
+        .collect();
+    (!bad.is_empty()).then(|| format!("holds label values outside 0..2 (0 background, 1 liver, 2 tumor): {}", bad.join(", ")))
 }
 
 impl<T> Volume<T> {

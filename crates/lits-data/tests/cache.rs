@@ -27,30 +27,13 @@ fn case(id: u32) -> (Image, Labels) {
         u8::from(liver) + u8::from(liver && i == 9 && j == 8)
     });
     let spacing = [0.8, 0.8, 2.5];
-    (
-        Volume::with_spacing(img, spacing),
-        Volume::with_spacing(lab, spacing),
-    )
+    (Volume::with_spacing(img, spacing), Volume::with_spacing(lab, spacing))
 }
 
 fn write(dir: &Path, id: u32, img: &Image, lab: &Labels) {
     let geom = Geometry::from_affine(img.affine);
-    nifti::write_image(
-        &dir.join(format!("volume-{id}.nii")),
-        img,
-        &geom,
-        ImageDtype::I16 {
-            slope: 1.0,
-            inter: 0.0,
-        },
-    )
-    .unwrap();
-    nifti::write_labels(
-        &dir.join(format!("segmentation-{id}.nii")),
-        lab,
-        &Geometry::from_affine(lab.affine),
-    )
-    .unwrap();
+    nifti::write_image(&dir.join(format!("volume-{id}.nii")), img, &geom, ImageDtype::I16 { slope: 1.0, inter: 0.0 }).unwrap();
+    nifti::write_labels(&dir.join(format!("segmentation-{id}.nii")), lab, &Geometry::from_affine(lab.affine)).unwrap();
 }
 
 fn dataset(ids: &[u32]) -> tempfile::TempDir {
@@ -63,18 +46,11 @@ fn dataset(ids: &[u32]) -> tempfile::TempDir {
 }
 
 fn config(target: f64, intensity: Intensity) -> PreprocessConfig {
-    PreprocessConfig::Spacing(SpacingConfig {
-        target_spacing: Some([target, target, 2.5]),
-        intensity,
-        ..SpacingConfig::default()
-    })
+    PreprocessConfig::Spacing(SpacingConfig { target_spacing: Some([target, target, 2.5]), intensity, ..SpacingConfig::default() })
 }
 
 fn window() -> Intensity {
-    Intensity::Window {
-        lower: -100.0,
-        upper: 200.0,
-    }
+    Intensity::Window { lower: -100.0, upper: 200.0 }
 }
 
 fn build(data: &Path, cfg: &PreprocessConfig, out: &Path) -> Report {
@@ -83,8 +59,7 @@ fn build(data: &Path, cfg: &PreprocessConfig, out: &Path) -> Report {
     let events = events.into_inner().unwrap();
     // One start, then one event per case of the dataset.
     assert!(matches!(events[0], Event::Start { .. }));
-    let n =
-        r.processed.len() + r.unchanged.len() + r.failed.iter().filter(|f| f.id.is_some()).count();
+    let n = r.processed.len() + r.unchanged.len() + r.failed.iter().filter(|f| f.id.is_some()).count();
     assert_eq!(events.len(), n + 1);
     r
 }
@@ -102,21 +77,13 @@ fn first_run_caches_everything_and_loads_normalised() {
     let data = dataset(&[0, 1, 2]);
     let out = tempfile::tempdir().unwrap();
     let r = build(data.path(), &config(1.6, window()), out.path());
-    assert_eq!(
-        (r.processed, r.unchanged, r.failed.len()),
-        (vec![0, 1, 2], vec![], 0)
-    );
+    assert_eq!((r.processed, r.unchanged, r.failed.len()), (vec![0, 1, 2], vec![], 0));
 
     let c = Cache::open(out.path()).unwrap();
     assert_eq!(c.ids(), vec![0, 1, 2]);
     let fp = c.fingerprint();
     assert_eq!(fp.cases[0].image.sha256.len(), 64);
-    assert_eq!(
-        fp.cases[0].image.size,
-        fs::metadata(data.path().join("volume-0.nii"))
-            .unwrap()
-            .len()
-    );
+    assert_eq!(fp.cases[0].image.size, fs::metadata(data.path().join("volume-0.nii")).unwrap().len());
     assert_eq!(fp.cases[0].source_shape, SHAPE);
     assert_eq!(fp.cases[0].shape, [12, 10, 8]);
     assert_eq!(fp.cases[0].spacing, [1.6, 1.6, 2.5]);
@@ -124,18 +91,9 @@ fn first_run_caches_everything_and_loads_normalised() {
 
     let (img, lab) = c.load(1).unwrap();
     assert_eq!(img.shape(), [12, 10, 8]);
-    assert!(
-        img.data.iter().all(|v| (0.0..=1.0).contains(v)),
-        "window normalised to 0..1"
-    );
+    assert!(img.data.iter().all(|v| (0.0..=1.0).contains(v)), "window normalised to 0..1");
     // The liver (81 HU) maps to (81 + 100) / 300.
-    let liver: Vec<f32> = img
-        .data
-        .iter()
-        .zip(lab.data.iter())
-        .filter(|(_, &l)| l == 1)
-        .map(|(v, _)| *v)
-        .collect();
+    let liver: Vec<f32> = img.data.iter().zip(lab.data.iter()).filter(|(_, &l)| l == 1).map(|(v, _)| *v).collect();
     assert!(!liver.is_empty() && liver.iter().all(|v| (v - 181.0 / 300.0).abs() < 1e-5));
     // The arrays are plain .npy files.
     let npy = fs::read(case_file(out.path(), 1, "image.npy")).unwrap();
@@ -177,10 +135,7 @@ fn a_changed_config_redoes_every_case() {
     build(data.path(), &config(1.6, window()), out.path());
     let r = build(data.path(), &config(2.4, window()), out.path());
     assert_eq!(r.processed, vec![3, 4]);
-    assert_eq!(
-        Cache::open(out.path()).unwrap().fingerprint().cases[0].shape,
-        [8, 7, 8]
-    );
+    assert_eq!(Cache::open(out.path()).unwrap().fingerprint().cases[0].shape, [8, 7, 8]);
     // The intensity scheme is applied on loading, but it is part of the config too.
     let r = build(data.path(), &config(2.4, Intensity::None), out.path());
     assert_eq!(r.processed, vec![3, 4]);
@@ -206,59 +161,24 @@ fn bad_cases_are_all_reported_and_good_ones_cached() {
     write(d, 3, &img, &lab);
     // 5: an image without labels.
     let (img, _) = case(5);
-    nifti::write_image(
-        &d.join("volume-5.nii"),
-        &img,
-        &Geometry::from_affine(img.affine),
-        ImageDtype::F32,
-    )
-    .unwrap();
+    nifti::write_image(&d.join("volume-5.nii"), &img, &Geometry::from_affine(img.affine), ImageDtype::F32).unwrap();
     // 4 becomes unreadable.
     fs::write(d.join("volume-4.nii"), b"not a nifti file").unwrap();
 
     let r = build(d, &config(1.6, window()), out.path());
     assert_eq!(r.unchanged, vec![0]);
-    let got: Vec<(Option<u32>, String)> = r
-        .failed
-        .iter()
-        .map(|f| {
-            (
-                f.id,
-                f.path.file_name().unwrap().to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
-    let want: Vec<(Option<u32>, String)> = [
-        (1, "segmentation-1.nii"),
-        (2, "segmentation-2.nii"),
-        (3, "segmentation-3.nii"),
-        (4, "volume-4.nii"),
-        (5, "volume-5.nii"),
-    ]
-    .iter()
-    .map(|(i, p)| (Some(*i), p.to_string()))
-    .collect();
+    let got: Vec<(Option<u32>, String)> =
+        r.failed.iter().map(|f| (f.id, f.path.file_name().unwrap().to_string_lossy().into_owned())).collect();
+    let want: Vec<(Option<u32>, String)> =
+        [(1, "segmentation-1.nii"), (2, "segmentation-2.nii"), (3, "segmentation-3.nii"), (4, "volume-4.nii"), (5, "volume-5.nii")]
+            .iter()
+            .map(|(i, p)| (Some(*i), p.to_string()))
+            .collect();
     assert_eq!(got, want);
-    assert!(
-        r.failed[0].problem.contains("outside 0..2"),
-        "{}",
-        r.failed[0].problem
-    );
-    assert!(
-        r.failed[1].problem.contains("shape"),
-        "{}",
-        r.failed[1].problem
-    );
-    assert!(
-        r.failed[2].problem.contains("affine"),
-        "{}",
-        r.failed[2].problem
-    );
-    assert!(
-        r.failed[4].problem.contains("no segmentation"),
-        "{}",
-        r.failed[4].problem
-    );
+    assert!(r.failed[0].problem.contains("outside 0..2"), "{}", r.failed[0].problem);
+    assert!(r.failed[1].problem.contains("shape"), "{}", r.failed[1].problem);
+    assert!(r.failed[2].problem.contains("affine"), "{}", r.failed[2].problem);
+    assert!(r.failed[4].problem.contains("no segmentation"), "{}", r.failed[4].problem);
     // Cases cached before that are bad now are gone, so training cannot load them.
     assert_eq!(r.removed, vec![1, 2, 3, 4]);
     let c = Cache::open(out.path()).unwrap();
@@ -271,13 +191,8 @@ fn bad_cases_are_all_reported_and_good_ones_cached() {
 fn no_cases_is_an_error_naming_the_folder() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let e = cache::build(data.path(), &config(1.6, window()), out.path(), &|_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains(&data.path().display().to_string()) && e.contains("no cases"),
-        "{e}"
-    );
+    let e = cache::build(data.path(), &config(1.6, window()), out.path(), &|_| {}).unwrap_err().to_string();
+    assert!(e.contains(&data.path().display().to_string()) && e.contains("no cases"), "{e}");
 }
 
 #[test]
@@ -313,13 +228,7 @@ fn foreground_zscore_uses_the_statistics_of_every_case() {
     let sd = (2.0f64 / 3.0).sqrt();
     assert!((stats.std - sd).abs() < 1e-9);
     let (img, lab) = c.load(2).unwrap();
-    let v = img
-        .data
-        .iter()
-        .zip(lab.data.iter())
-        .find(|(_, &l)| l == 1)
-        .unwrap()
-        .0;
+    let v = img.data.iter().zip(lab.data.iter()).find(|(_, &l)| l == 1).unwrap().0;
     assert!((*v as f64 - 1.0 / sd).abs() < 1e-4, "{v}");
 }
 
@@ -327,12 +236,7 @@ fn foreground_zscore_uses_the_statistics_of_every_case() {
 fn a_case_without_foreground_is_cached_once() {
     let data = dataset(&[0]);
     let (img, _) = case(1);
-    write(
-        data.path(),
-        1,
-        &img,
-        &img.map_data(Array3::<u8>::zeros(SHAPE)),
-    );
+    write(data.path(), 1, &img, &img.map_data(Array3::<u8>::zeros(SHAPE)));
     let out = tempfile::tempdir().unwrap();
     let cfg = config(1.6, window());
     assert_eq!(build(data.path(), &cfg, out.path()).processed, vec![0, 1]);

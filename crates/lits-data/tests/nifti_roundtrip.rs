@@ -8,9 +8,9 @@ use std::path::Path;
 
 use common::nifti::{nibabel_compare, write_fixtures};
 use lits_data::nifti::{read_header, read_image, read_labels, write_image, write_labels, Geometry, ImageDtype};
+use lits_data::orient::{orientation_code, to_canonical};
 use lits_data::Volume;
 use ndarray::Array3;
-use lits_data::orient::{orientation_code, to_canonical};
 
 fn roundtrip_image(src: &Path, out: &Path, dtype: Option<ImageDtype>) {
     let (img, geom) = read_image(src).unwrap();

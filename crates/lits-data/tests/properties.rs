@@ -23,32 +23,17 @@ const SPACINGS: [f64; 7] = [0.5, 0.75, 1.0, 1.25, 2.0, 2.5, 3.0];
 /// The 48 signed axis permutations: array axis `a` runs along world axis `perm[a]`,
 /// towards `sign[a]`.
 fn signed_permutations() -> Vec<([usize; 3], [f64; 3])> {
-    let perms = [
-        [0, 1, 2],
-        [0, 2, 1],
-        [1, 0, 2],
-        [1, 2, 0],
-        [2, 0, 1],
-        [2, 1, 0],
-    ];
+    let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
     let mut out = Vec::new();
     for perm in perms {
         for bits in 0..8 {
-            out.push((
-                perm,
-                [0, 1, 2].map(|a| if bits >> a & 1 == 1 { -1.0 } else { 1.0 }),
-            ));
+            out.push((perm, [0, 1, 2].map(|a| if bits >> a & 1 == 1 { -1.0 } else { 1.0 })));
         }
     }
     out
 }
 
-fn axis_affine(
-    perm: [usize; 3],
-    sign: [f64; 3],
-    spacing: [f64; 3],
-    origin: [f64; 3],
-) -> [[f64; 4]; 4] {
+fn axis_affine(perm: [usize; 3], sign: [f64; 3], spacing: [f64; 3], origin: [f64; 3]) -> [[f64; 4]; 4] {
     let mut a = [[0.0; 4]; 4];
     for ax in 0..3 {
         a[perm[ax]][ax] = sign[ax] * spacing[ax];
@@ -158,11 +143,7 @@ enum Target {
 }
 
 fn target() -> impl Strategy<Value = Target> {
-    prop_oneof![
-        Just(Target::Same),
-        (2u32..4).prop_map(Target::Finer),
-        (0.25f64..4.0).prop_map(Target::Any)
-    ]
+    prop_oneof![Just(Target::Same), (2u32..4).prop_map(Target::Finer), (0.25f64..4.0).prop_map(Target::Any)]
 }
 
 proptest! {
@@ -300,15 +281,8 @@ proptest! {
 /// (here a placeholder; reading computes the affine from the fields).
 fn file_with_geometry(path: &Path, shape: [usize; 3], g: &Geometry) {
     let data = Array3::from_shape_fn(shape, |(i, j, k)| (i * 7 + j * 3 + k) as f32 * 2.0 - 40.0);
-    let img = Volume {
-        data,
-        spacing: [1.0; 3],
-        affine: g.affine,
-    };
-    let dtype = ImageDtype::I16 {
-        slope: 2.0,
-        inter: -40.0,
-    };
+    let img = Volume { data, spacing: [1.0; 3], affine: g.affine };
+    let dtype = ImageDtype::I16 { slope: 2.0, inter: -40.0 };
     write_image(path, &img, g, dtype).unwrap();
 }
 
@@ -317,21 +291,9 @@ fn rotation(q: [f64; 4]) -> [[f64; 3]; 3] {
     let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
     let [w, b, c, d] = q.map(|v| v / n);
     [
-        [
-            w * w + b * b - c * c - d * d,
-            2.0 * (b * c - w * d),
-            2.0 * (b * d + w * c),
-        ],
-        [
-            2.0 * (b * c + w * d),
-            w * w + c * c - b * b - d * d,
-            2.0 * (c * d - w * b),
-        ],
-        [
-            2.0 * (b * d - w * c),
-            2.0 * (c * d + w * b),
-            w * w + d * d - b * b - c * c,
-        ],
+        [w * w + b * b - c * c - d * d, 2.0 * (b * c - w * d), 2.0 * (b * d + w * c)],
+        [2.0 * (b * c + w * d), w * w + c * c - b * b - d * d, 2.0 * (c * d - w * b)],
+        [2.0 * (b * d - w * c), 2.0 * (c * d + w * b), w * w + d * d - b * b - c * c],
     ]
 }
 
@@ -352,36 +314,33 @@ fn geometry() -> impl Strategy<Value = Geometry> {
         prop::array::uniform3(-300.0f64..300.0),
         prop::sample::select(vec![2u8, 10]),
     )
-        .prop_map(
-            |(sform_code, qform_code, sq, qq, zooms, flip, offset, units)| {
-                let r = rotation(sq);
-                let mut srow = [[0f32; 4]; 3];
-                for (row, s) in srow.iter_mut().enumerate() {
-                    for c in 0..3 {
-                        s[c] =
-                            (r[row][c] * zooms[c] * if flip && c == 2 { -1.0 } else { 1.0 }) as f32;
-                    }
-                    s[3] = offset[row] as f32;
+        .prop_map(|(sform_code, qform_code, sq, qq, zooms, flip, offset, units)| {
+            let r = rotation(sq);
+            let mut srow = [[0f32; 4]; 3];
+            for (row, s) in srow.iter_mut().enumerate() {
+                for c in 0..3 {
+                    s[c] = (r[row][c] * zooms[c] * if flip && c == 2 { -1.0 } else { 1.0 }) as f32;
                 }
-                let n = qq.iter().map(|v| v * v).sum::<f64>().sqrt();
-                let quatern = [qq[1] / n, qq[2] / n, qq[3] / n].map(|v| v as f32);
-                let mut pixdim = [1f32; 8];
-                pixdim[0] = if flip { -1.0 } else { 1.0 };
-                for a in 0..3 {
-                    pixdim[a + 1] = zooms[a] as f32;
-                }
-                Geometry {
-                    affine: [[0.0; 4]; 4],
-                    sform_code,
-                    srow,
-                    qform_code,
-                    quatern,
-                    qoffset: offset.map(|v| v as f32),
-                    pixdim,
-                    xyzt_units: units,
-                }
-            },
-        )
+                s[3] = offset[row] as f32;
+            }
+            let n = qq.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let quatern = [qq[1] / n, qq[2] / n, qq[3] / n].map(|v| v as f32);
+            let mut pixdim = [1f32; 8];
+            pixdim[0] = if flip { -1.0 } else { 1.0 };
+            for a in 0..3 {
+                pixdim[a + 1] = zooms[a] as f32;
+            }
+            Geometry {
+                affine: [[0.0; 4]; 4],
+                sform_code,
+                srow,
+                qform_code,
+                quatern,
+                qoffset: offset.map(|v| v as f32),
+                pixdim,
+                xyzt_units: units,
+            }
+        })
 }
 
 proptest! {

@@ -9,28 +9,15 @@ use lits_data::{Image, Labels, Volume};
 use ndarray::Array3;
 
 const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
-const PEER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../scripts/reference/resample_peer.py"
-);
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/reference/resample_peer.py");
 
 fn triple<T: ToString>(v: [T; 3]) -> String {
-    v.iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// Runs one peer method on `bytes` (C-order, shape `shape`) and returns the raw result and
 /// its shape.
-fn peer(
-    method: &str,
-    dir: &Path,
-    bytes: &[u8],
-    shape: [usize; 3],
-    spacing: [f64; 3],
-    target: [f64; 3],
-) -> (Vec<u8>, [usize; 3]) {
+fn peer(method: &str, dir: &Path, bytes: &[u8], shape: [usize; 3], spacing: [f64; 3], target: [f64; 3]) -> (Vec<u8>, [usize; 3]) {
     let src: PathBuf = dir.join(format!("{method}.in"));
     let dst: PathBuf = dir.join(format!("{method}.out"));
     std::fs::write(&src, bytes).unwrap();
@@ -40,20 +27,13 @@ fn peer(
         .args([triple(shape), triple(spacing), triple(target)])
         .output()
         .expect("run .venv/bin/python (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{method}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{method}: {}", String::from_utf8_lossy(&out.stderr));
     let shape: Vec<usize> = serde_json::from_slice(&out.stdout).unwrap();
     (std::fs::read(&dst).unwrap(), [shape[0], shape[1], shape[2]])
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 /// A CT-like test image: smooth structure plus deterministic high-frequency detail.
@@ -71,10 +51,7 @@ fn image_bytes(img: &Image) -> Vec<u8> {
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 // In-plane downsampling with a fractional ratio and upsampling along k, per axis.
@@ -87,14 +64,7 @@ fn assert_linear_matches(method: &str, align: Alignment) {
     let dir = tempfile::tempdir().unwrap();
     let img = image(SHAPE, SPACING);
     let ours = resample::image_to_spacing(&img, TARGET, align).unwrap();
-    let (raw, shape) = peer(
-        method,
-        dir.path(),
-        &image_bytes(&img),
-        SHAPE,
-        SPACING,
-        TARGET,
-    );
+    let (raw, shape) = peer(method, dir.path(), &image_bytes(&img), SHAPE, SPACING, TARGET);
     assert_eq!(ours.shape(), shape);
     let d = max_abs_diff(ours.data.as_slice().unwrap(), &f32s(&raw));
     assert!(d < 2e-3, "max |lits - {method}| = {d}");
@@ -115,35 +85,14 @@ fn origin_alignment_matches_simpleitk_linear() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(SHAPE, SPACING);
     let ours = resample::image_to_spacing(&img, TARGET, Alignment::Origin).unwrap();
-    let (raw, shape) = peer(
-        "sitk_origin",
-        dir.path(),
-        &image_bytes(&img),
-        SHAPE,
-        SPACING,
-        TARGET,
-    );
+    let (raw, shape) = peer("sitk_origin", dir.path(), &image_bytes(&img), SHAPE, SPACING, TARGET);
     assert_eq!(ours.shape(), shape);
     // ITK gives no value beyond half a voxel past the last centre (NaN here); lits takes
     // the edge value there. Everything ITK does compute must agree.
     let theirs = f32s(&raw);
-    let inside: Vec<(f32, f32)> = ours
-        .data
-        .iter()
-        .zip(&theirs)
-        .filter(|(_, t)| !t.is_nan())
-        .map(|(o, t)| (*o, *t))
-        .collect();
-    assert!(
-        inside.len() * 10 > theirs.len() * 8,
-        "only {} of {} compared",
-        inside.len(),
-        theirs.len()
-    );
-    let d = inside
-        .iter()
-        .map(|(o, t)| (o - t).abs())
-        .fold(0.0, f32::max);
+    let inside: Vec<(f32, f32)> = ours.data.iter().zip(&theirs).filter(|(_, t)| !t.is_nan()).map(|(o, t)| (*o, *t)).collect();
+    assert!(inside.len() * 10 > theirs.len() * 8, "only {} of {} compared", inside.len(), theirs.len());
+    let d = inside.iter().map(|(o, t)| (o - t).abs()).fold(0.0, f32::max);
     assert!(d < 2e-3, "max |lits - SimpleITK| = {d}");
 }
 
@@ -152,8 +101,7 @@ fn nearest_labels_match_simpleitk() {
     let dir = tempfile::tempdir().unwrap();
     let data = Array3::from_shape_fn(SHAPE, |(i, j, k)| ((i / 3 + j / 4 + k) % 3) as u8);
     let lab: Labels = Volume::with_spacing(data, SPACING);
-    let ours =
-        resample::labels_to_spacing(&lab, TARGET, Alignment::Origin, LabelInterp::Nearest).unwrap();
+    let ours = resample::labels_to_spacing(&lab, TARGET, Alignment::Origin, LabelInterp::Nearest).unwrap();
     let bytes: Vec<u8> = lab.data.iter().copied().collect();
     let (theirs, shape) = peer("sitk_nearest", dir.path(), &bytes, SHAPE, SPACING, TARGET);
     assert_eq!(ours.shape(), shape);
@@ -164,11 +112,7 @@ fn nearest_labels_match_simpleitk() {
             compared += 1;
         }
     }
-    assert!(
-        compared * 10 > theirs.len() * 8,
-        "only {compared} of {} compared",
-        theirs.len()
-    );
+    assert!(compared * 10 > theirs.len() * 8, "only {compared} of {} compared", theirs.len());
 }
 
 #[test]
@@ -179,18 +123,8 @@ fn back_to_the_original_grid_matches_scipy_on_the_inverse_map() {
     let img = image(SHAPE, SPACING);
     let down = resample::image_to_spacing(&img, TARGET, Alignment::Origin).unwrap();
     let back = resample::resample_image(&down, &Grid::of(&img)).unwrap();
-    assert_eq!(
-        (back.shape(), back.affine, back.spacing),
-        (img.shape(), img.affine, img.spacing)
-    );
-    let (raw, shape) = peer(
-        "scipy_origin",
-        dir.path(),
-        &image_bytes(&down),
-        down.shape(),
-        TARGET,
-        SPACING,
-    );
+    assert_eq!((back.shape(), back.affine, back.spacing), (img.shape(), img.affine, img.spacing));
+    let (raw, shape) = peer("scipy_origin", dir.path(), &image_bytes(&down), down.shape(), TARGET, SPACING);
     // scipy rounds the shape from the downsampled grid; compare the overlap it covers.
     let theirs = Array3::from_shape_vec(shape, f32s(&raw)).unwrap();
     let mut d = 0.0f32;

@@ -64,8 +64,7 @@ pub fn surface(mask: &ArrayView3<bool>) -> Array3<bool> {
     if let Some(bb) = bounding_box(mask) {
         let crop = surface_in(mask, &bb);
         let [a, b, c] = bb.lo;
-        out.slice_mut(ndarray::s![a..a + crop.dim().0, b..b + crop.dim().1, c..c + crop.dim().2])
-            .assign(&crop);
+        out.slice_mut(ndarray::s![a..a + crop.dim().0, b..b + crop.dim().1, c..c + crop.dim().2]).assign(&crop);
     }
     out
 }
@@ -143,11 +142,7 @@ impl SurfaceDistances {
 ///
 /// # Panics
 /// If the shapes differ or a spacing is not finite and positive.
-pub fn surface_distances(
-    pred: &ArrayView3<bool>,
-    reference: &ArrayView3<bool>,
-    spacing: [f64; 3],
-) -> Option<SurfaceDistances> {
+pub fn surface_distances(pred: &ArrayView3<bool>, reference: &ArrayView3<bool>, spacing: [f64; 3]) -> Option<SurfaceDistances> {
     let (p_to_r, r_to_p) = directed_surface_distances(pred, reference, spacing)?;
     SurfaceDistances::from_directed(&p_to_r, &r_to_p)
 }
@@ -160,11 +155,7 @@ pub fn surface_distances(
 ///
 /// # Panics
 /// If the shapes differ or a spacing is not finite and positive.
-pub fn directed_surface_distances(
-    a: &ArrayView3<bool>,
-    b: &ArrayView3<bool>,
-    spacing: [f64; 3],
-) -> Option<(Vec<f64>, Vec<f64>)> {
+pub fn directed_surface_distances(a: &ArrayView3<bool>, b: &ArrayView3<bool>, spacing: [f64; 3]) -> Option<(Vec<f64>, Vec<f64>)> {
     assert_eq!(a.dim(), b.dim(), "surface distances need masks of the same shape");
     check_spacing(spacing);
     let (bb_a, bb_b) = rayon::join(|| bounding_box(a), || bounding_box(b));
@@ -308,14 +299,17 @@ fn axis0_distances(feature: &ArrayView3<bool>) -> Array3<u32> {
     let (n0, n1, n2) = feature.dim();
     let mut out = Array3::from_elem((n0, n1, n2), NONE);
     let rows_per_task = (n1 / (4 * rayon::current_num_threads())).max(1);
-    let blocks: Vec<_> = out
-        .axis_chunks_iter_mut(Axis(1), rows_per_task)
-        .zip(feature.axis_chunks_iter(Axis(1), rows_per_task))
-        .collect();
+    let blocks: Vec<_> = out.axis_chunks_iter_mut(Axis(1), rows_per_task).zip(feature.axis_chunks_iter(Axis(1), rows_per_task)).collect();
     blocks.into_par_iter().for_each(|(mut out, feature)| {
         let mut run = ndarray::Array2::from_elem((out.dim().1, n2), NONE);
         let step = |run: &mut u32, f: bool| {
-            *run = if f { 0 } else if *run == NONE { NONE } else { *run + 1 };
+            *run = if f {
+                0
+            } else if *run == NONE {
+                NONE
+            } else {
+                *run + 1
+            };
             *run
         };
         for i in 0..n0 {
@@ -419,10 +413,7 @@ impl Envelope {
 }
 
 fn check_spacing(spacing: [f64; 3]) {
-    assert!(
-        spacing.iter().all(|s| s.is_finite() && *s > 0.0),
-        "voxel spacing must be finite and positive, got {spacing:?}"
-    );
+    assert!(spacing.iter().all(|s| s.is_finite() && *s > 0.0), "voxel spacing must be finite and positive, got {spacing:?}");
 }
 
 #[cfg(test)]
@@ -446,11 +437,7 @@ mod tests {
         Array3::from_shape_fn(feature.dim(), |(i, j, k)| {
             pts.iter()
                 .map(|&(a, b, c)| {
-                    let d = [
-                        (i as f64 - a as f64) * spacing[0],
-                        (j as f64 - b as f64) * spacing[1],
-                        (k as f64 - c as f64) * spacing[2],
-                    ];
+                    let d = [(i as f64 - a as f64) * spacing[0], (j as f64 - b as f64) * spacing[1], (k as f64 - c as f64) * spacing[2]];
                     d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
                 })
                 .fold(f64::INFINITY, f64::min)

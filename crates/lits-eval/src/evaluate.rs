@@ -23,9 +23,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::distance::{surface_distances, SurfaceDistances};
+use crate::plot::BoxPlot;
 use lits_data::dataset::{self, CaseName};
 use lits_data::nifti::read_labels;
-use crate::plot::BoxPlot;
 use lits_data::{Error, Labels, Result};
 use ndarray::Array3;
 use serde::Serialize;
@@ -34,7 +34,6 @@ use crate::metrics::{confusion, iou, Confusion};
 
 /// Label values of a LiTS segmentation.
 const CLASSES: usize = 3;
-
 
 /// A structure scored in each case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -325,8 +324,7 @@ pub fn pair_files(pred_dir: &Path, ref_dir: &Path) -> Result<Pairing> {
         }
     }
     let cases = refs.iter().map(|(&id, r)| (id, r.clone(), preds.get(&id).cloned().unwrap_or_default())).collect();
-    let unmatched_predictions =
-        preds.into_iter().filter(|(id, _)| !refs.contains_key(id)).flat_map(|(_, v)| v).collect();
+    let unmatched_predictions = preds.into_iter().filter(|(id, _)| !refs.contains_key(id)).flat_map(|(_, v)| v).collect();
     Ok(Pairing { cases, unmatched_predictions })
 }
 
@@ -516,12 +514,7 @@ impl Report {
             cases_failed: cases.len() - scored.len(),
             liver: StructureSummary::of(scored.iter().map(|s| &s.liver)),
             tumor: StructureSummary::of(scored.iter().map(|s| &s.tumor)),
-            iou_original: IouSummary {
-                background,
-                liver,
-                tumor,
-                mean: Mean::of([background, liver, tumor].into_iter()).mean,
-            },
+            iou_original: IouSummary { background, liver, tumor, mean: Mean::of([background, liver, tumor].into_iter()).mean },
         };
         Report { pred_dir: pred_dir.to_path_buf(), ref_dir: ref_dir.to_path_buf(), cases, unmatched_predictions, summary }
     }
@@ -539,8 +532,23 @@ impl Report {
         let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
         let bad = |e: csv::Error| Error::invalid(&self.pred_dir, format!("cannot write the CSV report: {e}"));
         w.write_record([
-            "id", "structure", "dice", "jaccard", "voe", "rvd", "assd", "rmsd", "msd", "hd95", "iou_original",
-            "pred_voxels", "ref_voxels", "empty", "prediction", "reference", "error",
+            "id",
+            "structure",
+            "dice",
+            "jaccard",
+            "voe",
+            "rvd",
+            "assd",
+            "rmsd",
+            "msd",
+            "hd95",
+            "iou_original",
+            "pred_voxels",
+            "ref_voxels",
+            "empty",
+            "prediction",
+            "reference",
+            "error",
         ])
         .map_err(bad)?;
         let num = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();

@@ -14,16 +14,8 @@ use lits_data::{Error, Result};
 pub type Rgb = [u8; 3];
 
 /// Colours given to series and groups in order (the "tab10" palette).
-pub const PALETTE: [Rgb; 8] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [127, 127, 127],
-];
+pub const PALETTE: [Rgb; 8] =
+    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75], [227, 119, 194], [127, 127, 127]];
 
 const WHITE: Rgb = [255, 255, 255];
 const BLACK: Rgb = [0, 0, 0];
@@ -321,7 +313,11 @@ fn tick_label(v: f64, step: f64) -> String {
     let decimals = if step >= 1.0 { 0 } else { (-step.log10()).ceil() as usize };
     let s = format!("{v:.decimals$}");
     // "-0" and "-0.0" read as zero.
-    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') { s.trim_start_matches('-').to_string() } else { s }
+    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
+        s.trim_start_matches('-').to_string()
+    } else {
+        s
+    }
 }
 
 /// The plot area of a chart and the map from data to pixels.
@@ -498,7 +494,8 @@ impl LineChart {
         };
         let (x0, y0) = corners.iter().copied().min_by_key(hidden).expect("four corners");
         c.fill_rect(x0, y0, x0 + w, y0 + h, WHITE);
-        for (x_0, y_0, x_1, y_1) in [(x0, y0, x0 + w, y0), (x0, y0 + h, x0 + w, y0 + h), (x0, y0, x0, y0 + h), (x0 + w, y0, x0 + w, y0 + h)] {
+        for (x_0, y_0, x_1, y_1) in [(x0, y0, x0 + w, y0), (x0, y0 + h, x0 + w, y0 + h), (x0, y0, x0, y0 + h), (x0 + w, y0, x0 + w, y0 + h)]
+        {
             c.line(x_0, y_0, x_1, y_1, 1.0, [160, 160, 160]);
         }
         for (n, s) in self.series.iter().enumerate() {
@@ -576,10 +573,7 @@ impl Default for BoxPlot {
 impl BoxPlot {
     /// Draw the plot.
     pub fn render(&self) -> Canvas {
-        let yr = self
-            .y_range
-            .or_else(|| finite_range(self.groups.iter().flat_map(|g| g.1.iter().copied())))
-            .unwrap_or((0.0, 1.0));
+        let yr = self.y_range.or_else(|| finite_range(self.groups.iter().flat_map(|g| g.1.iter().copied()))).unwrap_or((0.0, 1.0));
         let (mut c, mut f, _, _) = axes(self.width, self.height, &self.title, "", &self.y_label, yr);
         let n = self.groups.len().max(1) as f64;
         f.x = (0.0, n);

@@ -18,8 +18,8 @@
 
 use ndarray::ArrayView3;
 
-use lits_data::orient;
 use crate::plot::{Align, Canvas, Rgb};
+use lits_data::orient;
 use lits_data::{Image, Labels, Volume};
 
 /// The soft-tissue window, level 40 HU and width 400 HU: −160 HU is black, 240 HU white.
@@ -62,13 +62,7 @@ const PANELS: [Panel; 3] = [
 /// and draw the preview later.
 pub fn soft_tissue(image: &Image) -> Volume<u8> {
     let [lo, hi] = WINDOW_HU;
-    image.map_data(image.data.mapv(|hu| {
-        if hu.is_nan() {
-            0
-        } else {
-            (((hu - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8
-        }
-    }))
+    image.map_data(image.data.mapv(|hu| if hu.is_nan() { 0 } else { (((hu - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0).round() as u8 }))
 }
 
 /// Draws the preview of a scan, given as its [`soft_tissue`] grey levels, with `labels`
@@ -78,10 +72,7 @@ pub fn soft_tissue(image: &Image) -> Volume<u8> {
 /// # Panics
 /// If `labels` is not on the scan's grid (same shape and affine).
 pub fn render(grey: &Volume<u8>, labels: &Labels) -> Canvas {
-    assert!(
-        grey.shape() == labels.shape() && grey.affine == labels.affine,
-        "the preview needs the mask on the scan's grid"
-    );
+    assert!(grey.shape() == labels.shape() && grey.affine == labels.affine, "the preview needs the mask on the scan's grid");
     let (mask, _) = orient::canonical_view(labels);
     draw(grey, liver_centre(&mask), &[&|at| mask_colour(mask[at])])
 }

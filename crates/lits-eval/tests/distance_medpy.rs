@@ -81,8 +81,18 @@ fn cases() -> Vec<Case> {
     let mut single = Array3::zeros(d);
     single[[3, 30, 17]] = 2;
     vec![
-        Case { name: "noise", spacing: [0.7, 1.3, 2.5], pred: noise((16, 14, 12), 0.3, 0.1, 1), reference: noise((16, 14, 12), 0.25, 0.05, 2) },
-        Case { name: "sparse_noise", spacing: [2.5, 0.6, 0.9], pred: noise((20, 17, 9), 0.01, 0.005, 3), reference: noise((20, 17, 9), 0.02, 0.0, 4) },
+        Case {
+            name: "noise",
+            spacing: [0.7, 1.3, 2.5],
+            pred: noise((16, 14, 12), 0.3, 0.1, 1),
+            reference: noise((16, 14, 12), 0.25, 0.05, 2),
+        },
+        Case {
+            name: "sparse_noise",
+            spacing: [2.5, 0.6, 0.9],
+            pred: noise((20, 17, 9), 0.01, 0.005, 3),
+            reference: noise((20, 17, 9), 0.02, 0.0, 4),
+        },
         Case {
             name: "offset_ellipsoids",
             spacing: [0.74, 0.74, 3.0],
@@ -97,7 +107,12 @@ fn cases() -> Vec<Case> {
         },
         Case { name: "lumpy", spacing: [0.9, 0.7, 1.6], pred: blobs(d, 14, 5), reference: blobs(d, 12, 6) },
         Case { name: "single_voxel", spacing: [0.6, 0.6, 4.0], pred: single, reference: organ(d, [25.0, 8.0, 5.0], [6.0, 5.0, 3.0], None) },
-        Case { name: "missing_tumor", spacing: [0.8, 0.8, 2.0], pred: organ(d, [20.0, 18.0, 9.0], [10.0, 10.0, 5.0], None), reference: organ(d, [20.0, 18.0, 9.0], [10.0, 9.0, 5.0], Some(([20.0, 18.0, 9.0], 3.0))) },
+        Case {
+            name: "missing_tumor",
+            spacing: [0.8, 0.8, 2.0],
+            pred: organ(d, [20.0, 18.0, 9.0], [10.0, 10.0, 5.0], None),
+            reference: organ(d, [20.0, 18.0, 9.0], [10.0, 9.0, 5.0], Some(([20.0, 18.0, 9.0], 3.0))),
+        },
         Case { name: "identical", spacing: [0.5, 0.9, 1.5], pred: blobs(d, 8, 9), reference: blobs(d, 8, 9) },
     ]
 }

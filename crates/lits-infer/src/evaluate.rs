@@ -8,8 +8,8 @@ use std::path::Path;
 use lits_data::dataset::{self, Case, Split};
 use lits_eval::evaluate::{score_case, CaseReport, Report};
 
-use lits_train::error::{Error, Result};
 use crate::predict::{PredictOptions, Prediction, Predictor};
+use lits_train::error::{Error, Result};
 use lits_train::runlog::RunDir;
 
 /// Segments every held-out case of the run in `run_dir` into `out_dir` (masks named as

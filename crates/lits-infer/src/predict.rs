@@ -37,9 +37,9 @@ use lits_model::inference;
 use lits_model::UNet3d;
 
 use lits_train::config::{parse_device, TrainConfig};
-use lits_train::plan::Plan;
 use lits_train::error::{Error, Result};
 use lits_train::memory;
+use lits_train::plan::Plan;
 use lits_train::runlog::RunDir;
 use lits_train::seed::{self, Stream};
 
@@ -68,14 +68,7 @@ pub struct PredictOptions {
 
 impl Default for PredictOptions {
     fn default() -> Self {
-        PredictOptions {
-            postprocess: true,
-            preprocess: true,
-            probabilities: false,
-            tta: false,
-            preview: false,
-            uncertainty: None,
-        }
+        PredictOptions { postprocess: true, preprocess: true, probabilities: false, tta: false, preview: false, uncertainty: None }
     }
 }
 
@@ -160,11 +153,7 @@ impl Predictor {
     /// [`Predictor::from_files`] on `device`, chosen as for [`Predictor::from_run_on`].
     pub fn from_files_on(weights: &Path, config: &Path, device: Option<&str>) -> Result<Self> {
         let plans_path = config.parent().unwrap_or(Path::new(".")).join("plans.json");
-        let plans = if plans_path.is_file() {
-            Some(lits_train::plan::read(&plans_path)?)
-        } else {
-            None
-        };
+        let plans = if plans_path.is_file() { Some(lits_train::plan::read(&plans_path)?) } else { None };
         Self::load(weights, config, plans, device)
     }
 
@@ -174,7 +163,8 @@ impl Predictor {
         let mut problems = lits_data::Problems::new();
         problems.under("model", |p| cfg.model.check(p));
         problems.into_result().map_err(|e| Error::invalid(config, e.to_string()))?;
-        let device = choose_device(&cfg.device, device).map_err(|(flag, e)| Error::invalid(if flag { Path::new("--device") } else { config }, e))?;
+        let device =
+            choose_device(&cfg.device, device).map_err(|(flag, e)| Error::invalid(if flag { Path::new("--device") } else { config }, e))?;
         cfg.device = match device {
             Device::Cuda(n) => format!("cuda:{n}"),
             _ => "cpu".into(),
@@ -303,12 +293,7 @@ impl Predictor {
     /// `net` (a sliding window) over a single-channel volume on the model's device, its
     /// output `[K, D, H, W]` split into K maps on the volume's grid. The volume is let go as
     /// soon as the network has its copy; the time of `net` alone goes to `network`.
-    pub(crate) fn run_network(
-        &self,
-        image: Image,
-        network: &mut f64,
-        net: impl FnOnce(&Tensor) -> Result<Tensor>,
-    ) -> Result<Vec<Image>> {
+    pub(crate) fn run_network(&self, image: Image, network: &mut f64, net: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Vec<Image>> {
         let shape = image.shape();
         let (spacing, affine) = (image.spacing, image.affine);
         let x = {
@@ -537,7 +522,8 @@ pub fn keep_largest_liver(labels: &mut Array3<u8>) {
         for j in 0..n1 {
             let r = i * n1 + j;
             // The earlier rows that can touch row (i, j) under 26-connectivity.
-            let earlier = [(i, j.wrapping_sub(1)), (i.wrapping_sub(1), j.wrapping_sub(1)), (i.wrapping_sub(1), j), (i.wrapping_sub(1), j + 1)];
+            let earlier =
+                [(i, j.wrapping_sub(1)), (i.wrapping_sub(1), j.wrapping_sub(1)), (i.wrapping_sub(1), j), (i.wrapping_sub(1), j + 1)];
             for (qi, qj) in earlier {
                 if qi < n0 && qj < n1 {
                     let q = qi * n1 + qj;
@@ -640,10 +626,8 @@ mod tests {
 
     #[test]
     fn implausible_spacing_and_exploding_grids_are_refused() {
-        let cfg = PreprocessConfig::Spacing(lits_data::preprocess::SpacingConfig {
-            target_spacing: Some([0.1, 0.1, 0.1]),
-            ..Default::default()
-        });
+        let cfg =
+            PreprocessConfig::Spacing(lits_data::preprocess::SpacingConfig { target_spacing: Some([0.1, 0.1, 0.1]), ..Default::default() });
         let scan = |s: f64| Volume::with_spacing(Array3::<f32>::zeros((2, 3, 4)), [1.0, s, 1.0]);
         check_scan(&cfg, None, &scan(1.0)).unwrap();
         let e = check_scan(&cfg, None, &scan(1000.0)).unwrap_err().to_string();
@@ -728,7 +712,14 @@ mod tests {
     fn the_run_based_largest_component_matches_a_voxel_search() {
         // Random masks of several densities (many small components, ties among them) and
         // shapes with rows of one voxel.
-        for (seed, shape, density) in [(0u64, (9, 11, 13), 0.2), (1, (9, 11, 13), 0.45), (2, (7, 1, 20), 0.5), (3, (1, 12, 1), 0.6), (4, (16, 16, 16), 0.3), (5, (5, 5, 5), 0.0)] {
+        for (seed, shape, density) in [
+            (0u64, (9, 11, 13), 0.2),
+            (1, (9, 11, 13), 0.45),
+            (2, (7, 1, 20), 0.5),
+            (3, (1, 12, 1), 0.6),
+            (4, (16, 16, 16), 0.3),
+            (5, (5, 5, 5), 0.0),
+        ] {
             let mut rng = lits_data::rng::SeededRng::new(seed, 0);
             let l = Array3::from_shape_fn(shape, |_| if rng.chance(density) { 1 + rng.below(2) as u8 } else { 0 });
             let (mut fast, mut slow) = (l.clone(), l.clone());

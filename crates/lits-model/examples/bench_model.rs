@@ -152,10 +152,5 @@ fn main() {
         }
         other => panic!("unknown benchmark {other}"),
     };
-    println!(
-        "{{\"impl\": \"lits\", \"what\": \"{}\", \"times\": {:?}, \"peak_rss_mib\": {:.1}}}",
-        a.what,
-        times,
-        peak_rss_mib()
-    );
+    println!("{{\"impl\": \"lits\", \"what\": \"{}\", \"times\": {:?}, \"peak_rss_mib\": {:.1}}}", a.what, times, peak_rss_mib());
 }

@@ -134,8 +134,7 @@ impl BackendReport {
             })
             .collect();
         // SAFETY: plain queries; they return -1 when libtorch has no CUDA support.
-        let (cudart, cudnn, has_cudnn) =
-            unsafe { (lits_cuda_runtime_version(), lits_cudnn_version(), lits_has_cudnn()) };
+        let (cudart, cudnn, has_cudnn) = unsafe { (lits_cuda_runtime_version(), lits_cudnn_version(), lits_has_cudnn()) };
         BackendReport {
             libtorch: torch_version(),
             cuda_available,

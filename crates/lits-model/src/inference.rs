@@ -35,14 +35,7 @@ pub struct SlidingWindowConfig {
 
 impl Default for SlidingWindowConfig {
     fn default() -> Self {
-        SlidingWindowConfig {
-            patch: [128, 128, 128],
-            overlap: 0.5,
-            gaussian: true,
-            sigma_scale: 0.125,
-            batch: 1,
-            mirror_tta: false,
-        }
+        SlidingWindowConfig { patch: [128, 128, 128], overlap: 0.5, gaussian: true, sigma_scale: 0.125, batch: 1, mirror_tta: false }
     }
 }
 
@@ -115,12 +108,7 @@ const MIRRORS: [&[i64]; 8] = [&[], &[2], &[3], &[4], &[2, 3], &[2, 4], &[3, 4], 
 /// # Shapes
 /// - `volume`: `[C, D, H, W]` float
 /// - returns: `[num_classes, D, H, W]` float, summing to one over classes
-pub fn sliding_window(
-    net: &dyn Fn(&Tensor) -> Tensor,
-    volume: &Tensor,
-    num_classes: i64,
-    cfg: &SlidingWindowConfig,
-) -> Result<Tensor> {
+pub fn sliding_window(net: &dyn Fn(&Tensor) -> Tensor, volume: &Tensor, num_classes: i64, cfg: &SlidingWindowConfig) -> Result<Tensor> {
     check_volume(volume, num_classes, num_classes, cfg)?;
     let softmax = |xs: &Tensor| -> Tensor {
         let mut probs = net(xs).softmax(1, Kind::Float);

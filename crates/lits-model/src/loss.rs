@@ -20,10 +20,7 @@ fn check_weights(class_weights: &[f64]) -> Result<()> {
         return Err(Error::config("class_weights", "needs one weight per class, at least two"));
     }
     if class_weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
-        return Err(Error::config(
-            "class_weights",
-            format!("weights must be finite and non-negative, got {class_weights:?}"),
-        ));
+        return Err(Error::config("class_weights", format!("weights must be finite and non-negative, got {class_weights:?}")));
     }
     if class_weights.iter().sum::<f64>() <= 0.0 {
         return Err(Error::config("class_weights", "weights must not all be zero"));
@@ -41,16 +38,10 @@ fn one_hot(target: &Tensor, num_classes: i64, kind: Kind) -> Tensor {
 fn check_shapes(logits: &Tensor, target: &Tensor, classes: usize) -> Result<()> {
     let (l, t) = (logits.size(), target.size());
     if l.len() < 3 || t.len() + 1 != l.len() || l[0] != t[0] || l[2..] != t[1..] {
-        return Err(Error::shape(
-            &l,
-            format!("logits [N, C, ...] do not fit labels of shape {t:?} ([N, ...] expected)"),
-        ));
+        return Err(Error::shape(&l, format!("logits [N, C, ...] do not fit labels of shape {t:?} ([N, ...] expected)")));
     }
     if l[1] != classes as i64 {
-        return Err(Error::shape(
-            &l,
-            format!("{} class weights but {} classes in the logits", classes, l[1]),
-        ));
+        return Err(Error::shape(&l, format!("{} class weights but {} classes in the logits", classes, l[1])));
     }
     if target.kind() != Kind::Int64 {
         return Err(Error::shape(&t, format!("labels must be Int64, got {:?}", target.kind())));
@@ -189,10 +180,7 @@ impl DiceCeLoss {
     pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Tensor {
         let kind = logits.kind();
         let c = logits.size()[1];
-        let weight = self
-            .weights
-            .as_ref()
-            .map(|w| Tensor::from_slice(w).to_kind(kind).to_device(logits.device()));
+        let weight = self.weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(kind).to_device(logits.device()));
         let p = logits.softmax(1, kind);
         let y = one_hot(target, c, kind);
         let (p, y, dice_weight) = if self.include_background {
@@ -246,13 +234,7 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig {
-            kind: LossKind::Focal,
-            class_weights: vec![0.2, 1.0, 2.5],
-            gamma: 2.0,
-            batch_dice: false,
-            dice_background: true,
-        }
+        LossConfig { kind: LossKind::Focal, class_weights: vec![0.2, 1.0, 2.5], gamma: 2.0, batch_dice: false, dice_background: true }
     }
 }
 
@@ -262,9 +244,7 @@ impl LossConfig {
         Ok(match self.kind {
             LossKind::Focal => Loss::Focal(FocalLoss::try_new(&self.class_weights, self.gamma)?),
             LossKind::DiceCe => Loss::DiceCe(
-                DiceCeLoss::try_new(Some(&self.class_weights))?
-                    .batch(self.batch_dice)
-                    .include_background(self.dice_background),
+                DiceCeLoss::try_new(Some(&self.class_weights))?.batch(self.batch_dice).include_background(self.dice_background),
             ),
         })
     }

@@ -49,11 +49,9 @@ impl UNetConfig {
 
     /// Records every value that cannot build a network, or one too large to allocate.
     pub fn check(&self, p: &mut lits_data::Problems) {
-        for (field, v, max) in [
-            ("in_channels", self.in_channels, 64),
-            ("num_classes", self.num_classes, 255),
-            ("base_channels", self.base_channels, 1024),
-        ] {
+        for (field, v, max) in
+            [("in_channels", self.in_channels, 64), ("num_classes", self.num_classes, 255), ("base_channels", self.base_channels, 1024)]
+        {
             p.require((1..=max).contains(&v), field, || format!("must be in 1..={max}, got {v}"));
         }
         for (field, v) in [("dropout", self.dropout), ("updown_dropout", self.updown_dropout)] {
@@ -100,8 +98,7 @@ pub(crate) struct BatchNorm {
 
 impl BatchNorm {
     fn new(p: nn::Path, channels: i64) -> Self {
-        let num_batches_tracked =
-            p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, p.device())), false);
+        let num_batches_tracked = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, p.device())), false);
         BatchNorm {
             weight: p.var("weight", &[channels], nn::Init::Const(1.0)),
             bias: p.var("bias", &[channels], nn::Init::Const(0.0)),
@@ -256,19 +253,13 @@ impl UNet3d {
     /// positive multiples of 4 (two stride-2 levels that the skips must match again).
     pub fn check_input(&self, shape: &[i64]) -> Result<()> {
         if shape.len() != 5 {
-            return Err(Error::shape(
-                shape,
-                format!("expected 5 dimensions [N, C, D, H, W], got {}", shape.len()),
-            ));
+            return Err(Error::shape(shape, format!("expected 5 dimensions [N, C, D, H, W], got {}", shape.len())));
         }
         if shape[0] < 1 {
             return Err(Error::shape(shape, "batch size must be at least 1"));
         }
         if shape[1] != self.cfg.in_channels {
-            return Err(Error::shape(
-                shape,
-                format!("expected {} input channel(s), got {}", self.cfg.in_channels, shape[1]),
-            ));
+            return Err(Error::shape(shape, format!("expected {} input channel(s), got {}", self.cfg.in_channels, shape[1])));
         }
         let bad: Vec<String> = ["D", "H", "W"]
             .iter()
@@ -277,10 +268,7 @@ impl UNet3d {
             .map(|(axis, n)| format!("{axis} = {n}"))
             .collect();
         if !bad.is_empty() {
-            return Err(Error::shape(
-                shape,
-                format!("spatial sizes must be positive multiples of 4, but {}", bad.join(", ")),
-            ));
+            return Err(Error::shape(shape, format!("spatial sizes must be positive multiples of 4, but {}", bad.join(", "))));
         }
         Ok(())
     }
@@ -310,16 +298,10 @@ impl UNet3d {
             self.check_input(&shape)?;
         }
         if xs.kind() != self.outc.weight.kind() {
-            return Err(Error::shape(
-                &shape,
-                format!("expected {:?} values, got {:?}", self.outc.weight.kind(), xs.kind()),
-            ));
+            return Err(Error::shape(&shape, format!("expected {:?} values, got {:?}", self.outc.weight.kind(), xs.kind())));
         }
         if xs.device() != self.outc.weight.device() {
-            return Err(Error::shape(
-                &shape,
-                format!("input is on {:?} but the network on {:?}", xs.device(), self.outc.weight.device()),
-            ));
+            return Err(Error::shape(&shape, format!("input is on {:?} but the network on {:?}", xs.device(), self.outc.weight.device())));
         }
         Ok(self.forward_t(xs, train))
     }
@@ -349,9 +331,7 @@ impl UNet3d {
     /// before it and activations kept channels-last (see [`InferenceUNet3d`]).
     pub fn fused(&self) -> InferenceUNet3d {
         tch::no_grad(|| {
-            let block = |b: &ConvBlock| {
-                [fold(&b.conv_1, &b.batch_norm_1, 1), fold(&b.conv_2, &b.batch_norm_2, 1)]
-            };
+            let block = |b: &ConvBlock| [fold(&b.conv_1, &b.batch_norm_1, 1), fold(&b.conv_2, &b.batch_norm_2, 1)];
             let plain = |c: &Conv, stride: i64, padding: i64| FusedConv {
                 weight: channels_last(&c.weight.detach().copy()),
                 bias: c.bias.detach().copy(),
@@ -462,9 +442,7 @@ impl InferenceUNet3d {
         tch::no_grad(|| {
             let dropped = |x: &Tensor, p: f64| if dropout { x.feature_dropout(p, true) } else { x.shallow_clone() };
             let (p, q) = (self.dropout, self.updown_dropout);
-            let block = |b: &[FusedConv; 2], x: &Tensor| {
-                b[1].forward_relu(&dropped(&b[0].forward_relu(&dropped(x, p)), p))
-            };
+            let block = |b: &[FusedConv; 2], x: &Tensor| b[1].forward_relu(&dropped(&b[0].forward_relu(&dropped(x, p)), p));
             let x1 = block(&self.inc, &channels_last(xs));
             let x2 = block(&self.down1.1, &self.down1.0.forward(&dropped(&x1, q)));
             let x3 = block(&self.down2.1, &self.down2.0.forward(&dropped(&x2, q)));

@@ -22,11 +22,8 @@ const LIGHTNING_PREFIX: &str = "model.";
 /// failure leaves no partial file behind.
 pub fn save_safetensors(vs: &nn::VarStore, path: &Path) -> Result<()> {
     let named: Vec<(String, Tensor)> = {
-        let mut v: Vec<_> = vs
-            .variables()
-            .into_iter()
-            .map(|(name, t)| (name, t.detach().to_device(tch::Device::Cpu).contiguous()))
-            .collect();
+        let mut v: Vec<_> =
+            vs.variables().into_iter().map(|(name, t)| (name, t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
@@ -49,8 +46,7 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if let Err(e) = std::fs::metadata(path) {
         return Err(Error::io(path, e));
     }
-    Tensor::read_safetensors(path)
-        .map_err(|e| Error::weights(path, format!("not a readable safetensors file: {e}")))
+    Tensor::read_safetensors(path).map_err(|e| Error::weights(path, format!("not a readable safetensors file: {e}")))
 }
 
 fn describe(t: &Tensor) -> String {
@@ -71,10 +67,7 @@ fn is_float(k: Kind) -> bool {
 pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     let mut file: HashMap<String, Tensor> = read_safetensors(path)?.into_iter().collect();
     if !file.is_empty() && file.keys().all(|k| k.starts_with(LIGHTNING_PREFIX)) {
-        file = file
-            .into_iter()
-            .map(|(k, t)| (k[LIGHTNING_PREFIX.len()..].to_owned(), t))
-            .collect();
+        file = file.into_iter().map(|(k, t)| (k[LIGHTNING_PREFIX.len()..].to_owned(), t)).collect();
     }
     let vars = vs.variables();
     // BTreeMap keeps the report sorted by name.
@@ -85,10 +78,7 @@ pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
                 problems.insert(name, format!("missing (expected {})", describe(var)));
             }
             Some(t) if t.size() != var.size() || is_float(t.kind()) != is_float(var.kind()) => {
-                problems.insert(
-                    name,
-                    format!("mis-shaped: expected {}, found {}", describe(var), describe(t)),
-                );
+                problems.insert(name, format!("mis-shaped: expected {}, found {}", describe(var), describe(t)));
             }
             Some(_) => {}
         }
@@ -102,11 +92,7 @@ pub fn load_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
         let list: Vec<String> = problems.iter().map(|(n, p)| format!("  {n}: {p}")).collect();
         return Err(Error::weights(
             path,
-            format!(
-                "weights do not fit the model ({} offending tensor(s)):\n{}",
-                problems.len(),
-                list.join("\n")
-            ),
+            format!("weights do not fit the model ({} offending tensor(s)):\n{}", problems.len(), list.join("\n")),
         ));
     }
     tch::no_grad(|| {
@@ -183,8 +169,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         let (vs, _net) = small(2);
-        let named: Vec<(String, Tensor)> =
-            vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        let named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
         Tensor::write_safetensors(&named, &path).unwrap();
         let (mut other, _n) = small(2);
         load_safetensors(&mut other, &path).unwrap();

@@ -57,9 +57,7 @@ impl fmt::Debug for Auth {
         match self {
             Auth::None => f.write_str("None"),
             Auth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-            Auth::Basic { username, .. } => {
-                f.debug_struct("Basic").field("username", username).field("password", &"<redacted>").finish()
-            }
+            Auth::Basic { username, .. } => f.debug_struct("Basic").field("username", username).field("password", &"<redacted>").finish(),
         }
     }
 }
@@ -77,11 +75,7 @@ mod tests {
 
     #[test]
     fn token_wins_over_basic_and_empty_is_unset() {
-        let all = [
-            ("MLFLOW_TRACKING_TOKEN", "tok"),
-            ("MLFLOW_TRACKING_USERNAME", "u"),
-            ("MLFLOW_TRACKING_PASSWORD", "p"),
-        ];
+        let all = [("MLFLOW_TRACKING_TOKEN", "tok"), ("MLFLOW_TRACKING_USERNAME", "u"), ("MLFLOW_TRACKING_PASSWORD", "p")];
         assert_eq!(from(&all), Auth::Bearer("tok".into()));
         assert_eq!(from(&all[1..]), Auth::Basic { username: "u".into(), password: "p".into() });
         assert_eq!(from(&[("MLFLOW_TRACKING_TOKEN", ""), ("MLFLOW_TRACKING_USERNAME", "u")]), Auth::None);

@@ -201,9 +201,9 @@ impl Client {
         let body = resp.text().map_err(|e| self.unavailable(what, transport_message(&e)))?;
         if status.is_success() {
             let text = if body.trim().is_empty() { "{}" } else { body.as_str() };
-            return serde_json::from_str(text).map(Some).map_err(|e| {
-                self.rejected(what, format!("the answer is not MLflow's ({e}): {}", snippet(&body)))
-            });
+            return serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| self.rejected(what, format!("the answer is not MLflow's ({e}): {}", snippet(&body))));
         }
         let (code, message) = api_error(&body);
         match status {
@@ -353,9 +353,7 @@ impl Client {
     /// Uploads one file's bytes to `rel_path` below the run's artifact root.
     pub fn upload_artifact(&self, root: &ArtifactRoot, rel_path: &str, bytes: Vec<u8>) -> Result<()> {
         let mut url = root.route.clone();
-        url.path_segments_mut()
-            .expect("http url")
-            .extend(root.prefix.split('/').chain(rel_path.split('/')).filter(|s| !s.is_empty()));
+        url.path_segments_mut().expect("http url").extend(root.prefix.split('/').chain(rel_path.split('/')).filter(|s| !s.is_empty()));
         // Big weights on a slow link need longer than a JSON call.
         let timeout = CALL_TIMEOUT + Duration::from_secs(bytes.len() as u64 / 1_000_000);
         self.call::<serde_json::Value>("artifact upload", self.http.put(url).timeout(timeout).body(bytes)).map(drop)

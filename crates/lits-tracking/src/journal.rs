@@ -186,9 +186,7 @@ pub fn read_state(run_dir: &Path) -> Result<Option<SyncState>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
-    lits_data::json::from_slice(text.as_bytes())
-        .map(Some)
-        .map_err(|message| Error::Journal { path, line: 1, message })
+    lits_data::json::from_slice(text.as_bytes()).map(Some).map_err(|message| Error::Journal { path, line: 1, message })
 }
 
 /// Writes the state atomically, so a crash leaves the old or the new state, never half of one.
@@ -209,11 +207,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     pub fn open(paths: &Paths) -> Result<Outbox> {
         std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&paths.outbox)
-            .map_err(|e| Error::io(&paths.outbox, e))?;
+        let file = OpenOptions::new().create(true).append(true).open(&paths.outbox).map_err(|e| Error::io(&paths.outbox, e))?;
         Ok(Outbox { file, path: paths.outbox.clone() })
     }
 
@@ -222,8 +216,7 @@ impl Outbox {
     pub fn append(&mut self, record: &Record) -> Result<()> {
         // Metric values that JSON cannot hold are written as MLflow's "NaN"/"Infinity" strings
         // (`Num`); anything else non-finite is refused here, not when the outbox is read.
-        let mut line = lits_data::json::to_vec(record)
-            .map_err(|message| Error::Journal { path: self.path.clone(), line: 0, message })?;
+        let mut line = lits_data::json::to_vec(record).map_err(|message| Error::Journal { path: self.path.clone(), line: 0, message })?;
         line.push(b'\n');
         self.file.write_all(&line).map_err(|e| Error::io(&self.path, e))
     }
@@ -271,11 +264,7 @@ impl OutboxReader {
 }
 
 fn parse_line(path: &Path, line: usize, raw: &[u8]) -> Result<Record> {
-    serde_json::from_slice(raw).map_err(|e| Error::Journal {
-        path: path.to_owned(),
-        line,
-        message: format!("not a tracking record: {e}"),
-    })
+    serde_json::from_slice(raw).map_err(|e| Error::Journal { path: path.to_owned(), line, message: format!("not a tracking record: {e}") })
 }
 
 /// All complete records of an outbox. A last line without its newline is a record cut
@@ -286,12 +275,7 @@ pub(crate) fn read_outbox(path: &Path) -> Result<Vec<Record>> {
         Some(end) => &bytes[..=end],
         None => &bytes[..0],
     };
-    complete
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .filter(|(_, raw)| !raw.is_empty())
-        .map(|(i, raw)| parse_line(path, i + 1, raw))
-        .collect()
+    complete.split(|&b| b == b'\n').enumerate().filter(|(_, raw)| !raw.is_empty()).map(|(i, raw)| parse_line(path, i + 1, raw)).collect()
 }
 
 #[cfg(test)]

@@ -206,11 +206,13 @@ impl Tracker {
 
     fn append(&self, record: Record) {
         let Some(outbox) = &self.outbox else { return };
-        let result = outbox.lock().map_err(|_| ()).and_then(|mut o| o.append(&record).map_err(|e| {
-            if !self.write_failed.swap(true, Ordering::SeqCst) {
-                warn(&format!("cannot append to the tracking journal: {e}"));
-            }
-        }));
+        let result = outbox.lock().map_err(|_| ()).and_then(|mut o| {
+            o.append(&record).map_err(|e| {
+                if !self.write_failed.swap(true, Ordering::SeqCst) {
+                    warn(&format!("cannot append to the tracking journal: {e}"));
+                }
+            })
+        });
         if result.is_ok() {
             if let Some(s) = &self.sender {
                 s.shared.written.fetch_add(1, Ordering::SeqCst);
@@ -243,9 +245,7 @@ impl Tracker {
 
     /// The server run's records not yet acknowledged; 0 when tracking is off.
     pub fn unsent(&self) -> usize {
-        self.sender.as_ref().map_or(0, |s| {
-            s.shared.written.load(Ordering::SeqCst).saturating_sub(s.shared.acked.load(Ordering::SeqCst))
-        })
+        self.sender.as_ref().map_or(0, |s| s.shared.written.load(Ordering::SeqCst).saturating_sub(s.shared.acked.load(Ordering::SeqCst)))
     }
 
     /// Whether a background sender is working for this run (a server was named and it has

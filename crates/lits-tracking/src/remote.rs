@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::client::{
-    ArtifactRoot, Client, KeyValue, Metric, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_PARAM_VALUE_LEN,
-    MAX_TAG_VALUE_LEN,
+    ArtifactRoot, Client, KeyValue, Metric, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN,
 };
 use super::error::{Error, Result};
 use super::journal::{write_state, Paths, Record, RunStatus, SyncState};
@@ -165,9 +164,8 @@ impl Remote {
         if skip_if_same && self.state.artifacts.get(rel) == Some(&sha) {
             let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
             let listing = self.client.list_artifacts(&root, parent)?;
-            let on_server = listing.iter().any(|f| {
-                !f.is_dir && f.path.rsplit('/').next() == Some(name) && f.file_size == Some(bytes.len() as i64)
-            });
+            let on_server =
+                listing.iter().any(|f| !f.is_dir && f.path.rsplit('/').next() == Some(name) && f.file_size == Some(bytes.len() as i64));
             if on_server {
                 return Ok(false);
             }

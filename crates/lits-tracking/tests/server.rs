@@ -7,12 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use lits_tracking::{
-    config_hash, flatten_params, read_state, standard_tags, sync_with_auth, Auth, RunStatus, Tracker, TrackingConfig,
-};
-use support::{
-    journal, local_history, now_ms, readback, readback_skipping, server_history, sha256_file, write_run_files, MlflowServer,
-};
+use lits_tracking::{config_hash, flatten_params, read_state, standard_tags, sync_with_auth, Auth, RunStatus, Tracker, TrackingConfig};
+use support::{journal, local_history, now_ms, readback, readback_skipping, server_history, sha256_file, write_run_files, MlflowServer};
 
 fn server() -> &'static MlflowServer {
     static SERVER: OnceLock<MlflowServer> = OnceLock::new();

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
-use serde::{de::DeserializeOwned, Serialize};
 use safetensors::SafeTensors;
+use serde::{de::DeserializeOwned, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -69,13 +69,10 @@ pub fn to_bytes<S: Serialize>(tensors: &[(String, Tensor)], state: &S) -> Result
     let views = bytes
         .iter()
         .map(|(n, b, d, s)| {
-            TensorView::new(*d, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::Checkpoint(format!("tensor {n}: {e}")))
+            TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| Error::Checkpoint(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let json = lits_data::json::to_vec(state)
-        .map_err(|e| Error::Checkpoint(format!("the training state cannot be stored: {e}")))?;
+    let json = lits_data::json::to_vec(state).map_err(|e| Error::Checkpoint(format!("the training state cannot be stored: {e}")))?;
     let json = String::from_utf8(json).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let meta = HashMap::from([(STATE_KEY.to_owned(), json)]);
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::Checkpoint(e.to_string()))
@@ -108,11 +105,7 @@ fn verify<S: Serialize + DeserializeOwned>(
     let want = lits_data::json::to_vec(state).map_err(failed)?;
     let got = lits_data::json::to_vec(&back.state).map_err(failed)?;
     if want != got {
-        return Err(failed(format!(
-            "state reads back as {} instead of {}",
-            String::from_utf8_lossy(&got),
-            String::from_utf8_lossy(&want)
-        )));
+        return Err(failed(format!("state reads back as {} instead of {}", String::from_utf8_lossy(&got), String::from_utf8_lossy(&want))));
     }
     if back.tensors.len() != tensors.len() {
         return Err(failed(format!("{} tensors instead of {}", back.tensors.len(), tensors.len())));
@@ -139,11 +132,7 @@ pub fn load<S: DeserializeOwned>(path: &Path) -> Result<Checkpoint<S>> {
 fn decode<S: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Checkpoint<S>> {
     let bad = |msg: String| Error::invalid(path, format!("not a lits checkpoint: {msg}"));
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
-    let json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(STATE_KEY))
-        .ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata")))?;
+    let json = meta.metadata().as_ref().and_then(|m| m.get(STATE_KEY)).ok_or_else(|| bad(format!("no `{STATE_KEY}` metadata")))?;
     let state = lits_data::json::from_slice(json.as_bytes()).map_err(|e| bad(format!("state field {e}")))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut tensors = st
@@ -229,7 +218,9 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.ckpt");
-        let bytes = to_bytes(&[("w".into(), Tensor::ones([1], (Kind::Float, tch::Device::Cpu)))], &Written { epoch: None, note: String::new() }).unwrap();
+        let bytes =
+            to_bytes(&[("w".into(), Tensor::ones([1], (Kind::Float, tch::Device::Cpu)))], &Written { epoch: None, note: String::new() })
+                .unwrap();
         std::fs::write(&p, bytes).unwrap();
         let e = load::<St>(&p).unwrap_err().to_string();
         assert!(e.contains("c.ckpt") && e.contains("state field epoch: invalid type: null"), "{e}");

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use lits_data::patch::PatchConfig;
-use lits_data::Problems;
 use lits_data::preprocess::PreprocessConfig;
 use lits_data::synth::SynthConfig;
+use lits_data::Problems;
 use lits_model::inference::SlidingWindowConfig;
 use lits_model::loss::LossConfig;
 use lits_model::UNetConfig;
@@ -54,7 +54,6 @@ pub struct DataConfig {
     /// else `$XDG_CACHE_HOME/lits`, else `~/.cache/lits`.
     pub cache_dir: Option<PathBuf>,
 }
-
 
 /// How the validation cases are chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,8 +200,8 @@ impl TrainConfig {
     /// Reads a config file; relative paths inside it are taken from the file's folder.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg: TrainConfig = lits_data::json::from_slice(&text)
-            .map_err(|e| Error::invalid(path, format!("bad training config: {e}")))?;
+        let mut cfg: TrainConfig =
+            lits_data::json::from_slice(&text).map_err(|e| Error::invalid(path, format!("bad training config: {e}")))?;
         // Paths in a config file are relative to the file.
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(d) = &cfg.data.dir {
@@ -260,11 +259,15 @@ impl TrainConfig {
         if self.data.dir.is_none() {
             p.under("data.synth", |p| self.data.synth.check(p));
         }
-        for (field, v) in [("epochs", self.epochs), ("steps_per_epoch", self.steps_per_epoch), ("validation.every", self.validation.every)] {
+        for (field, v) in [("epochs", self.epochs), ("steps_per_epoch", self.steps_per_epoch), ("validation.every", self.validation.every)]
+        {
             p.require(v >= 1, field, || "must be at least 1".into());
         }
         // The U-Net halves its input twice: every patch it sees must divide by 4.
-        let sides = [("patches.patch", self.patches.patch.map(|n| n as i64)), ("validation.sliding_window.patch", self.validation.sliding_window.patch)];
+        let sides = [
+            ("patches.patch", self.patches.patch.map(|n| n as i64)),
+            ("validation.sliding_window.patch", self.validation.sliding_window.patch),
+        ];
         for (field, patch) in sides {
             for (a, &n) in patch.iter().enumerate() {
                 p.require(n > 0 && n % 4 == 0, format!("{field}[{a}]"), || {

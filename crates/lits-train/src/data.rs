@@ -143,11 +143,8 @@ pub fn check_patch_fits_phantoms(cfg: &TrainConfig) -> Result<()> {
                 sy.slices[1] as f64 * sy.slice_spacing_mm[1],
             ];
             // The median spacing lies within the drawn range, so its smallest value bounds it.
-            let target = spacing_mode.target_spacing.unwrap_or([
-                sy.in_plane_spacing_mm[0],
-                sy.in_plane_spacing_mm[0],
-                sy.slice_spacing_mm[0],
-            ]);
+            let target =
+                spacing_mode.target_spacing.unwrap_or([sy.in_plane_spacing_mm[0], sy.in_plane_spacing_mm[0], sy.slice_spacing_mm[0]]);
             let mut out = [0, 1, 2].map(|a| (extent_mm[a] / target[a]).ceil() as usize + 1);
             if !spacing_mode.canonical {
                 let m = out.into_iter().max().unwrap_or(0);
@@ -186,11 +183,9 @@ pub fn resolve_split(cfg: &TrainConfig, root: &Path, ids: &[u32]) -> Result<Spli
             let orig = Split::lits_original();
             Split { train: orig.train, val: orig.test, test: Vec::new() }
         }
-        SplitConfig::Ids { val } => Split {
-            train: ids.iter().copied().filter(|i| !val.contains(i)).collect(),
-            val: val.clone(),
-            test: Vec::new(),
-        },
+        SplitConfig::Ids { val } => {
+            Split { train: ids.iter().copied().filter(|i| !val.contains(i)).collect(), val: val.clone(), test: Vec::new() }
+        }
         SplitConfig::Fraction { val_fraction } => {
             let n_val = ((ids.len() as f64 * val_fraction).round() as usize).clamp(1, ids.len().saturating_sub(1).max(1));
             let folds = Split::k_fold(ids, ids.len().max(2), cfg.seed)?;
@@ -227,15 +222,8 @@ pub fn prepare(cfg: &TrainConfig, mut plan: Plan, run: &RunDir) -> Result<TrainD
     let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     lock.lock().map_err(|e| Error::io(&lock_path, e))?;
     tracing::info!("preparing the cases of {} in {}", plan.dataset.display(), cache_dir.display());
-    let (report, cache) = cache::build_pairs(
-        &plan.dataset,
-        &plan.pairs(),
-        plan.failed.clone(),
-        plan.median_spacing,
-        &cfg.preprocess,
-        &cache_dir,
-        &|_| {},
-    )?;
+    let (report, cache) =
+        cache::build_pairs(&plan.dataset, &plan.pairs(), plan.failed.clone(), plan.median_spacing, &cfg.preprocess, &cache_dir, &|_| {})?;
     if !report.failed.is_empty() {
         let list: Vec<String> = report.failed.iter().map(|f| f.to_string()).collect();
         return Err(Error::invalid(&plan.dataset, format!("{} bad case(s):\n  {}", list.len(), list.join("\n  "))));
@@ -272,7 +260,6 @@ pub fn prepare(cfg: &TrainConfig, mut plan: Plan, run: &RunDir) -> Result<TrainD
     cfg.patches.validate(&shapes)?;
     Ok(TrainData { train, val, plan })
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -90,8 +90,7 @@ impl OptimizerConfig {
         let lr = self.lr();
         p.require(lr.is_finite() && lr > 0.0, "optimizer.lr", || format!("must be a positive number, got {lr}"));
         let weight_decay = match self {
-            OptimizerConfig::Adam { betas, eps, weight_decay, .. }
-            | OptimizerConfig::AdamW { betas, eps, weight_decay, .. } => {
+            OptimizerConfig::Adam { betas, eps, weight_decay, .. } | OptimizerConfig::AdamW { betas, eps, weight_decay, .. } => {
                 for (f, b) in [("optimizer.betas[0]", betas.0), ("optimizer.betas[1]", betas.1)] {
                     p.require((0.0..1.0).contains(&b), f, || format!("must be in [0, 1), got {b}"));
                 }
@@ -125,20 +124,13 @@ pub struct Optimizer {
 impl Optimizer {
     /// An optimiser for every trainable variable of `vs`.
     pub fn new(vs: &nn::VarStore, cfg: OptimizerConfig) -> Self {
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let slots = match cfg {
             OptimizerConfig::Adam { .. } | OptimizerConfig::AdamW { .. } => 2,
             OptimizerConfig::Sgd { momentum, .. } => usize::from(momentum > 0.0),
         };
-        let state = params
-            .iter()
-            .map(|(_, p)| (0..slots).map(|_| p.zeros_like().detach()).collect())
-            .collect();
+        let state = params.iter().map(|(_, p)| (0..slots).map(|_| p.zeros_like().detach()).collect()).collect();
         Optimizer { cfg, params, state, steps: 0 }
     }
 
@@ -174,8 +166,7 @@ impl Optimizer {
                     continue;
                 }
                 match self.cfg {
-                    OptimizerConfig::Adam { betas, eps, weight_decay, .. }
-                    | OptimizerConfig::AdamW { betas, eps, weight_decay, .. } => {
+                    OptimizerConfig::Adam { betas, eps, weight_decay, .. } | OptimizerConfig::AdamW { betas, eps, weight_decay, .. } => {
                         let decoupled = matches!(self.cfg, OptimizerConfig::AdamW { .. });
                         let g = if weight_decay != 0.0 && !decoupled { &g + &*p * weight_decay } else { g };
                         if decoupled && weight_decay != 0.0 {

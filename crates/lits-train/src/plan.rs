@@ -230,7 +230,11 @@ pub fn describe(plan: &Plan, cfg: &TrainConfig, epoch_seconds: Option<f64>) -> S
             let _ = writeln!(s, "median spacing: not needed");
         }
     }
-    let _ = writeln!(s, "preprocess: {}", lits_data::json::to_vec(&plan.preprocess).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default());
+    let _ = writeln!(
+        s,
+        "preprocess: {}",
+        lits_data::json::to_vec(&plan.preprocess).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    );
     if !plan.cases.is_empty() {
         let min = [0, 1, 2].map(|a| plan.cases.iter().map(|c| c.prepared_shape[a]).min().unwrap_or(0));
         let max = [0, 1, 2].map(|a| plan.cases.iter().map(|c| c.prepared_shape[a]).max().unwrap_or(0));
@@ -254,7 +258,12 @@ pub fn describe(plan: &Plan, cfg: &TrainConfig, epoch_seconds: Option<f64>) -> S
     let _ = writeln!(s, "patch: {:?}, batch {}", cfg.patches.patch, cfg.patches.batch_size);
     if let Some(e) = &plan.estimate {
         let _ = writeln!(s, "patches per epoch: {} ({} steps)", e.patches_per_epoch, cfg.steps_per_epoch);
-        let _ = writeln!(s, "memory: prepared cases {} MiB, activations of a step {} MiB (estimates)", mib(e.prepared_bytes), mib(e.activation_bytes));
+        let _ = writeln!(
+            s,
+            "memory: prepared cases {} MiB, activations of a step {} MiB (estimates)",
+            mib(e.prepared_bytes),
+            mib(e.activation_bytes)
+        );
     }
     if let Some(t) = epoch_seconds {
         let _ = writeln!(s, "time per epoch: about {t:.1} s on {} (estimate; validation not included)", cfg.device);

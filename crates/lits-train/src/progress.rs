@@ -47,11 +47,7 @@ impl Progress {
 
     /// An epoch finished.
     pub fn end_epoch(&mut self, r: &EpochRecord, t: &TimingRecord) {
-        let val = r
-            .val
-            .as_ref()
-            .map(|v| format!(" val liver Dice {:.4} tumor Dice {:.4}", v.liver_dice, v.tumor_dice))
-            .unwrap_or_default();
+        let val = r.val.as_ref().map(|v| format!(" val liver Dice {:.4} tumor Dice {:.4}", v.liver_dice, v.tumor_dice)).unwrap_or_default();
         let line = format!(
             "epoch {}/{} loss {:.5} lr {:.2e} {:.1} patches/s{val}",
             r.epoch, self.epochs, r.train_loss, r.lr, t.patches_per_second

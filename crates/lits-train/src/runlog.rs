@@ -146,15 +146,11 @@ pub fn plot(run: &RunDir, records: &[EpochRecord]) -> Result<()> {
     let loss = LineChart {
         title: "training loss".into(),
         y_label: "loss".into(),
-        series: vec![Series {
-            name: "train loss".into(),
-            points: records.iter().map(|r| (f64::from(r.epoch), r.train_loss)).collect(),
-        }],
+        series: vec![Series { name: "train loss".into(), points: records.iter().map(|r| (f64::from(r.epoch), r.train_loss)).collect() }],
         ..LineChart::default()
     };
     loss.save_png(&dir.join("loss.png"))?;
-    let val: Vec<(f64, &Validation)> =
-        records.iter().filter_map(|r| r.val.as_ref().map(|v| (f64::from(r.epoch), v))).collect();
+    let val: Vec<(f64, &Validation)> = records.iter().filter_map(|r| r.val.as_ref().map(|v| (f64::from(r.epoch), v))).collect();
     let dice = LineChart {
         title: "validation Dice (whole held-out volumes)".into(),
         y_label: "Dice".into(),

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 use lits_data::Problems;
 
-
 /// Which schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -106,9 +105,7 @@ impl Schedule {
     /// The learning rate for epoch `epoch` (0-based), before it starts.
     pub fn lr_for_epoch(&self, epoch: u32) -> f64 {
         match self.cfg {
-            ScheduleConfig::Poly { power } => {
-                self.base_lr * (1.0 - f64::from(epoch) / f64::from(self.epochs.max(1))).max(0.0).powf(power)
-            }
+            ScheduleConfig::Poly { power } => self.base_lr * (1.0 - f64::from(epoch) / f64::from(self.epochs.max(1))).max(0.0).powf(power),
             _ => self.lr,
         }
     }

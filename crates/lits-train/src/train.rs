@@ -165,10 +165,7 @@ fn prepare_run_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         if entries.next().is_some() {
-            return Err(Error::invalid(
-                dir,
-                "already exists and is not empty; pick a new --out, or continue it with --resume",
-            ));
+            return Err(Error::invalid(dir, "already exists and is not empty; pick a new --out, or continue it with --resume"));
         }
     }
     let ckpt = dir.join("checkpoints");
@@ -185,11 +182,7 @@ fn configure_backend(cfg: &TrainConfig) -> Result<()> {
     if cfg.deterministic {
         lits_model::backend::set_cublas_workspace();
     }
-    let threads = if cfg.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        cfg.threads
-    };
+    let threads = if cfg.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.threads };
     tch::set_num_threads(threads as i32);
     lits_model::backend::set_deterministic(cfg.deterministic);
     Ok(())
@@ -323,18 +316,11 @@ fn run_loop(
     if let Some(t) = tracker {
         crate::tracking_glue::finish(t, &run, finished);
     }
-    Ok(Summary {
-        run_dir: run.root.clone(),
-        epochs_done: state.epochs_done,
-        finished,
-        last_validation,
-        best: state.best,
-    })
+    Ok(Summary { run_dir: run.root.clone(), epochs_done: state.epochs_done, finished, last_validation, best: state.best })
 }
 
 fn save_checkpoint(vs: &nn::VarStore, opt: &Optimizer, state: &TrainState, path: &Path) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> =
-        vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
     tensors.extend(opt.state_tensors().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
     tensors.push(("optim.__steps__".into(), Tensor::from_slice(&[opt.steps() as i64])));
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -358,13 +344,7 @@ fn failpoint_checkpoint_write(path: &Path, tensors: &[(String, Tensor)], state: 
 /// Puts a checkpoint's tensors (read by [`checkpoint::load`] from `path`) into the model's
 /// variables and the optimiser; a tensor missing or of another shape is an error naming
 /// `path`, and nothing of the optimiser is changed then.
-pub fn restore(
-    vs: &mut nn::VarStore,
-    opt: &mut Optimizer,
-    _state: &TrainState,
-    tensors: &[(String, Tensor)],
-    path: &Path,
-) -> Result<()> {
+pub fn restore(vs: &mut nn::VarStore, opt: &mut Optimizer, _state: &TrainState, tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     let mut problems = Vec::new();
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
@@ -383,10 +363,8 @@ pub fn restore(
         _ => None,
     }
     .ok_or_else(|| Error::invalid(path, "no optimiser step count (optim.__steps__, one non-negative int64)"))?;
-    let optim: Vec<(String, Tensor)> = tensors
-        .iter()
-        .filter_map(|(n, t)| n.strip_prefix("optim.").map(|s| (s.to_owned(), t.shallow_clone())))
-        .collect();
+    let optim: Vec<(String, Tensor)> =
+        tensors.iter().filter_map(|(n, t)| n.strip_prefix("optim.").map(|s| (s.to_owned(), t.shallow_clone()))).collect();
     opt.load_state(steps, &optim).map_err(|e| Error::invalid(path, e.to_string()))
 }
 
@@ -395,14 +373,20 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
     let mut cases = Vec::new();
     for case in &data.val {
         let [d, h, w] = case.image.shape().map(|s| s as i64);
-        let data_slice = case.image.data.as_slice().ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared image is not contiguous", case.id)))?;
+        let data_slice = case
+            .image
+            .data
+            .as_slice()
+            .ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared image is not contiguous", case.id)))?;
         let x = Tensor::from_slice(data_slice).view([1, d, h, w]).to_device(device);
         let probs = tch::no_grad(|| inference::predict(net, &x, &cfg.validation.sliding_window))?;
         let pred = probs.argmax(0, false).to_kind(Kind::Uint8).to_device(Device::Cpu).flatten(0, -1);
         let pred = Vec::<u8>::try_from(&pred)?;
-        let labels = case.labels.data.as_slice().ok_or_else(|| {
-            Error::invalid(&data.plan.dataset, format!("case {}: prepared labels are not contiguous", case.id))
-        })?;
+        let labels = case
+            .labels
+            .data
+            .as_slice()
+            .ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared labels are not contiguous", case.id)))?;
         // Both empty: a perfect score.
         let c = lits_eval::metrics::confusion_slices(&pred, labels, 3);
         let liver = Structure::Liver.dice(&c).unwrap_or(1.0);

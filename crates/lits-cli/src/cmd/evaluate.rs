@@ -5,8 +5,8 @@ use anyhow::{bail, Context};
 use lits_data::atomic::write_atomic;
 use lits_eval::evaluate::{evaluate, CaseReport};
 use lits_infer::evaluate::evaluate_run;
-use lits_train::memory;
 use lits_infer::predict::PredictOptions;
+use lits_train::memory;
 
 /// Arguments of `lits evaluate`.
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,6 @@ pub mod inspect;
 pub mod plan;
 pub mod predict;
 pub mod preprocess;
-pub mod synth;
 pub mod sync;
+pub mod synth;
 pub mod train;

@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use lits_train::memory;
 use lits_infer::predict::{PredictOptions, Predictor, Timings};
+use lits_train::memory;
 
 /// Arguments of `lits predict`.
 #[derive(Debug, clap::Args)]

@@ -29,8 +29,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = match &args.config {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
             PreprocessConfig::from_json(&text, path)?
         }
         None => PreprocessConfig::default(),
@@ -38,10 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template(
-                "preprocess {bar:30} {pos}/{len} cases [{elapsed_precise} < {eta}]",
-            )
-            .expect("valid template"),
+            ProgressStyle::with_template("preprocess {bar:30} {pos}/{len} cases [{elapsed_precise} < {eta}]").expect("valid template"),
         );
         bar
     } else {
@@ -63,9 +59,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.failed.len(),
         args.out.display()
     );
-    Ok(if report.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

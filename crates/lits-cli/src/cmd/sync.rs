@@ -16,8 +16,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let report = lits_tracking::sync(&args.run_dir, args.tracking_uri)
-        .with_context(|| format!("cannot sync {}", args.run_dir.display()))?;
+    let report =
+        lits_tracking::sync(&args.run_dir, args.tracking_uri).with_context(|| format!("cannot sync {}", args.run_dir.display()))?;
     print!("{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use lits_train::config::TrainConfig;
 use lits_tracking::TrackingConfig;
+use lits_train::config::TrainConfig;
 use lits_train::train::{self, RunOptions};
 
 /// The built-in default: synthetic phantoms, a narrow U-Net, small patches.
@@ -53,11 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let progress = std::io::stderr().is_terminal();
     if let Some(dir) = &args.resume {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let opts = RunOptions {
-            progress,
-            stop_after: args.stop_after,
-            tracking: tracking(args.tracking_uri.clone(), &name),
-        };
+        let opts = RunOptions { progress, stop_after: args.stop_after, tracking: tracking(args.tracking_uri.clone(), &name) };
         let s = train::resume(dir, &opts).with_context(|| format!("cannot resume {}", dir.display()))?;
         return report(&s);
     }

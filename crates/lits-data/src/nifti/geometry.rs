@@ -120,9 +120,7 @@ impl Geometry {
         let w = if w2.abs() < 3.0 * f64::from(f32::EPSILON) {
             0.0
         } else if w2 < 0.0 {
-            return Err(format!(
-                "qform quaternion (b, c, d) = ({b}, {c}, {d}) has a norm above 1 and is not a rotation"
-            ));
+            return Err(format!("qform quaternion (b, c, d) = ({b}, {c}, {d}) has a norm above 1 and is not a rotation"));
         } else {
             w2.sqrt()
         };
@@ -271,10 +269,7 @@ fn mat_to_quat(r: &[[f64; 3]; 3]) -> [f64; 4] {
 
 /// Whether two affines agree to `tol` relative to the larger of 1 and each entry's size.
 pub(crate) fn affines_close(a: &[[f64; 4]; 4], b: &[[f64; 4]; 4], tol: f64) -> bool {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .all(|(x, y)| (x - y).abs() <= tol * x.abs().max(y.abs()).max(1.0))
+    a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= tol * x.abs().max(y.abs()).max(1.0))
 }
 
 #[cfg(test)]

@@ -187,24 +187,17 @@ impl Header {
             return Err(bad("NIfTI-2 files are not supported; convert it to NIfTI-1 (e.g. with nibabel)".into()));
         }
         if size_le != HEADER_SIZE as i32 && size_be != HEADER_SIZE as i32 {
-            return Err(bad(format!(
-                "not a NIfTI-1 file: header size field is {size_le}, expected {HEADER_SIZE}"
-            )));
+            return Err(bad(format!("not a NIfTI-1 file: header size field is {size_le}, expected {HEADER_SIZE}")));
         }
         if bytes.len() < HEADER_SIZE {
             return Err(bad(format!("header cut short: {} of {HEADER_SIZE} bytes", bytes.len())));
         }
         match &bytes[344..348] {
             b"n+1\0" => {}
-            b"ni1\0" => {
-                return Err(bad(
-                    "header of a .hdr/.img pair; lits reads single-file .nii and .nii.gz".into(),
-                ))
-            }
+            b"ni1\0" => return Err(bad("header of a .hdr/.img pair; lits reads single-file .nii and .nii.gz".into())),
             m => return Err(bad(format!("wrong magic {:?}, expected \"n+1\"", String::from_utf8_lossy(m)))),
         }
-        let h = nifti::NiftiHeader::from_reader(&bytes[..HEADER_SIZE])
-            .map_err(|e| bad(format!("cannot parse the NIfTI-1 header: {e}")))?;
+        let h = nifti::NiftiHeader::from_reader(&bytes[..HEADER_SIZE]).map_err(|e| bad(format!("cannot parse the NIfTI-1 header: {e}")))?;
         // The crate picks the byte order from dim[0]; sizeof_hdr tells us which is right.
         if h.sizeof_hdr != HEADER_SIZE as i32 {
             return Err(bad(format!("dim[0] = {} is not a number of dimensions 1..7", h.dim[0] as i16)));
@@ -236,9 +229,7 @@ impl Header {
         let datatype = Datatype::from_code(h.datatype).map_err(bad)?;
         let off = h.vox_offset;
         if !off.is_finite() || off < DATA_OFFSET as f32 || off.fract() != 0.0 {
-            return Err(bad(format!(
-                "vox_offset {off} is not a whole number of bytes at or after the header's end ({DATA_OFFSET})"
-            )));
+            return Err(bad(format!("vox_offset {off} is not a whole number of bytes at or after the header's end ({DATA_OFFSET})")));
         }
         if h.scl_slope.is_finite() && h.scl_slope != 0.0 && !h.scl_inter.is_finite() {
             return Err(bad(format!("scl_slope is {} but scl_inter is {}", h.scl_slope, h.scl_inter)));

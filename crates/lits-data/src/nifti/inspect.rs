@@ -115,12 +115,7 @@ impl Inspection {
         let [x, y, z] = self.spacing.map(|v| v as f32);
         let mut s = format!("{}\n", self.file);
         s += &format!("  shape        {a} x {b} x {c}\n");
-        s += &format!(
-            "  datatype     {} ({}-endian{})\n",
-            self.datatype,
-            self.byte_order,
-            if self.gzip { ", gzip" } else { "" }
-        );
+        s += &format!("  datatype     {} ({}-endian{})\n", self.datatype, self.byte_order, if self.gzip { ", gzip" } else { "" });
         s += &format!("  spacing      {x} x {y} x {z} {}\n", self.spatial_unit);
         s += &format!(
             "  orientation  {} (affine from {}; sform_code {}, qform_code {})\n",
@@ -134,13 +129,7 @@ impl Inspection {
             (Some(sl), Some(it)) => format!("  scaling      value = stored * {sl} + {it}\n"),
             _ => "  scaling      none\n".to_string(),
         };
-        s += &format!(
-            "  values       min {}  max {}  mean {}  sum {}\n",
-            num(self.min),
-            num(self.max),
-            num(self.mean),
-            self.sum
-        );
+        s += &format!("  values       min {}  max {}  mean {}  sum {}\n", num(self.min), num(self.max), num(self.mean), self.sum);
         if self.non_finite > 0 {
             s += &format!("  non-finite   {} voxel(s) NaN or infinite\n", self.non_finite);
         }

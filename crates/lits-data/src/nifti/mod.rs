@@ -14,8 +14,8 @@ mod read;
 mod source;
 mod write;
 
-pub use geometry::{AffineSource, Geometry, UNITS_MM};
 pub(crate) use geometry::polar_rotation;
+pub use geometry::{AffineSource, Geometry, UNITS_MM};
 pub use header::{ByteOrder, Datatype, Header, HEADER_SIZE};
 pub use inspect::{inspect, Inspection};
 pub use read::{read_header, read_image, read_image_and_header, read_image_with, read_labels, ReadOptions};

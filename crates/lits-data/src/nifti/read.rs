@@ -288,22 +288,12 @@ fn check_labels(path: &Path, loaded: &Loaded) -> Result<()> {
     if bad == 0 {
         return Ok(());
     }
-    let (pos, v) = loaded
-        .data()
-        .chunks_exact(size)
-        .enumerate()
-        .map(|(p, b)| (p, value(b)))
-        .find(|&(_, v)| !ok(v))
-        .expect("a bad value was counted");
+    let (pos, v) =
+        loaded.data().chunks_exact(size).enumerate().map(|(p, b)| (p, value(b))).find(|&(_, v)| !ok(v)).expect("a bad value was counted");
     let [nx, ny, _] = h.shape;
     Err(Error::invalid(
         path,
-        format!(
-            "{bad} voxel(s) are not integer labels 0..=255 (first: {v} at [{}, {}, {}])",
-            pos % nx,
-            pos / nx % ny,
-            pos / (nx * ny)
-        ),
+        format!("{bad} voxel(s) are not integer labels 0..=255 (first: {v} at [{}, {}, {}])", pos % nx, pos / nx % ny, pos / (nx * ny)),
     ))
 }
 
@@ -345,4 +335,3 @@ mod tests {
         assert_eq!(u32::load(&7u32.to_le_bytes(), false), 7);
     }
 }
-

@@ -50,11 +50,7 @@ pub(crate) fn load(path: &Path, data: bool, out_bytes_per_voxel: u64) -> Result<
 /// Read the header and voxel bytes of `path`, running `during` with the checked header on
 /// the other core while the voxels are read and decompressed (a caller prepares its output
 /// buffer there); `out_bytes_per_voxel` as for [`load`].
-pub(crate) fn load_with<R: Send>(
-    path: &Path,
-    out_bytes_per_voxel: u64,
-    during: impl FnOnce(&Header) -> R + Send,
-) -> Result<(Loaded, R)> {
+pub(crate) fn load_with<R: Send>(path: &Path, out_bytes_per_voxel: u64, during: impl FnOnce(&Header) -> R + Send) -> Result<(Loaded, R)> {
     let (mut loaded, pending) = open(path, true, out_bytes_per_voxel)?;
     let Some(pending) = pending else { unreachable!("open with data returns the pending read") };
     let header = &loaded.header;
@@ -182,10 +178,7 @@ fn gunzip(path: &Path, comp: &[u8], need: u64) -> Result<Vec<u8>> {
             let mut out = volume_buffer::<u8>(isize as usize);
             // Fault the pages in on another thread, ahead of the decompressor.
             let region = Region::of(&out);
-            let (done, ()) = rayon::join(
-                || libdeflater::Decompressor::new().gzip_decompress(comp, &mut out),
-                || region.populate(),
-            );
+            let (done, ()) = rayon::join(|| libdeflater::Decompressor::new().gzip_decompress(comp, &mut out), || region.populate());
             if let Ok(n) = done {
                 if n as u64 == isize {
                     return Ok(out);
@@ -199,18 +192,10 @@ fn gunzip(path: &Path, comp: &[u8], need: u64) -> Result<Vec<u8>> {
     while filled < out.len() {
         match dec.read(&mut out[filled..]) {
             Ok(0) => {
-                return Err(Error::invalid(
-                    path,
-                    format!("data shorter than the header says: {filled} of {need} bytes in the gzip stream"),
-                ))
+                return Err(Error::invalid(path, format!("data shorter than the header says: {filled} of {need} bytes in the gzip stream")))
             }
             Ok(n) => filled += n,
-            Err(e) => {
-                return Err(Error::invalid(
-                    path,
-                    format!("truncated or corrupt gzip data after {filled} of {need} bytes: {e}"),
-                ))
-            }
+            Err(e) => return Err(Error::invalid(path, format!("truncated or corrupt gzip data after {filled} of {need} bytes: {e}"))),
         }
     }
     // Read to the end so that a damaged tail (checksum, truncation) is not let through.

@@ -62,9 +62,7 @@ pub fn write_image(path: &Path, img: &Image, geom: &Geometry, dtype: ImageDtype)
                     ),
                 ));
             }
-            file_bytes(shape, Datatype::I16, slope, inter, &g, &img.data, |v, out| {
-                out.extend_from_slice(&(q(*v) as i16).to_le_bytes())
-            })
+            file_bytes(shape, Datatype::I16, slope, inter, &g, &img.data, |v, out| out.extend_from_slice(&(q(*v) as i16).to_le_bytes()))
         }
     };
     kind.write(path, &bytes)
@@ -156,9 +154,7 @@ impl Kind {
                 let lvl = libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("valid gzip level");
                 let mut c = libdeflater::Compressor::new(lvl);
                 let mut gz = vec![0u8; c.gzip_compress_bound(bytes.len())];
-                let n = c
-                    .gzip_compress(bytes, &mut gz)
-                    .map_err(|e| Error::invalid(path, format!("gzip compression failed: {e}")))?;
+                let n = c.gzip_compress(bytes, &mut gz).map_err(|e| Error::invalid(path, format!("gzip compression failed: {e}")))?;
                 gz.truncate(n);
                 write_atomic(path, &gz)
             }

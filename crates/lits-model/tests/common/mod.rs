@@ -23,11 +23,7 @@ pub fn python(script_rel: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e} (run scripts/setup.sh)"));
-    assert!(
-        out.status.success(),
-        "{script_rel} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{script_rel} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
