@@ -16,18 +16,12 @@ cd "$(dirname "$0")/../.."
 BASES=("$@")
 [ ${#BASES[@]} -gt 0 ] || BASES=(8)
 
-"$PY" scripts/bench/make_ct.py "$WORK/ct.nii.gz"
+. scripts/bench/ct_model.sh
 
 echo "| U-Net base channels | whole process (s) | scan total (s) | read | preprocess | network | rest | whole / network |"
 echo "|---|---|---|---|---|---|---|---|"
 for base in "${BASES[@]}"; do
-  "$PY" scripts/reference/parity.py save --out "$WORK/w$base" --base "$base" --seed 0 >/dev/null
-  cat > "$WORK/c$base.json" <<JSON
-{ "model": { "base_channels": $base },
-  "preprocess": { "mode": "spacing", "target_spacing": [1.5, 1.5, 1.5],
-                  "intensity": { "kind": "window", "lower": -200, "upper": 300 } },
-  "validation": { "sliding_window": { "patch": [128, 128, 64], "overlap": 0.25, "gaussian": true, "batch": 1 } } }
-JSON
+  ct_model "$base"
   start=$(date +%s.%N)
   line=$("$LITS_BIN" predict --weights "$WORK/w$base.safetensors" --config "$WORK/c$base.json" \
     "$WORK/ct.nii.gz" --out "$WORK/out" 2>&1 | grep "peak resident memory")
