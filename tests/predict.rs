@@ -156,7 +156,7 @@ fn masks_keep_geometry_bad_files_reported_with_peak_memory_bare_mode_is_argmax()
         let o = lits(&cache).arg("predict").args(&how).arg(inputs.join("ras.nii.gz")).arg("--out").arg(&out3).output().unwrap();
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{how:?}: {err}");
-        assert!(err.contains("config.json") && err.contains("base_channels") && err.contains("at least 1"), "{err}");
+        assert!(err.contains("config.json") && err.contains("model.base_channels") && err.contains("got 0"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out3.exists(), "{how:?} left {}", out3.display());
     }
