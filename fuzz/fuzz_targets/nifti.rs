@@ -10,11 +10,7 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = &header {
         lits_fuzz::names_file(&path, e);
     }
-    for result in [
-        read_image(&path).map(|(v, _)| v.shape()),
-        inspect(&path).map(|i| i.shape),
-        read_labels(&path).map(|(v, _)| v.shape()),
-    ] {
+    for result in [read_image(&path).map(|(v, _)| v.shape()), inspect(&path).map(|i| i.shape), read_labels(&path).map(|(v, _)| v.shape())] {
         match (result, &header) {
             // Whatever reads the voxels agrees with the header on the shape.
             (Ok(shape), Ok(h)) => assert_eq!(shape, h.shape),

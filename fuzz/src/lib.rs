@@ -16,8 +16,5 @@ pub fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
 /// Fails unless the error, as lits prints it, names `path`.
 pub fn names_file(path: &Path, err: &dyn std::fmt::Display) {
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains(&path.display().to_string()),
-        "error does not name the file: {msg}"
-    );
+    assert!(msg.contains(&path.display().to_string()), "error does not name the file: {msg}");
 }
