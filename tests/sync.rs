@@ -26,22 +26,7 @@ fn lits() -> Command {
 fn a_tracked_training_run_reads_back_with_mlflows_client() {
     let srv = MlflowServer::start();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tiny.json");
-    std::fs::write(&cfg, serde_json::to_vec(&common::tiny_config(0, 3, 2, 2)).unwrap()).unwrap();
-    let run = tmp.path().join("run");
-    let out = lits()
-        .env("LITS_CACHE_DIR", tmp.path().join("cache"))
-        .env("MLFLOW_EXPERIMENT_NAME", "lits-train-e2e")
-        .env("LITS_TRACKING_WAIT", "600")
-        .args(["train", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .args(["--tracking-uri", &srv.uri])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
+    let (run, stderr) = train_tracked(tmp.path(), &srv.uri, "lits-train-e2e", Some("600"));
     // The end of training waited for the server (LITS_TRACKING_WAIT): everything went
     // there from training itself, nothing is left for `lits sync`.
     assert!(!stderr.contains("not sent to"), "{stderr}");
@@ -54,21 +39,7 @@ fn a_run_trained_while_the_server_was_down_is_uploaded_whole_by_sync() {
     // A port that was free a moment ago: the server is down for the whole training.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("tiny.json");
-    std::fs::write(&cfg, serde_json::to_vec(&common::tiny_config(0, 3, 2, 2)).unwrap()).unwrap();
-    let run = tmp.path().join("run");
-    let out = lits()
-        .env("LITS_CACHE_DIR", tmp.path().join("cache"))
-        .env("MLFLOW_EXPERIMENT_NAME", "lits-train-e2e-offline")
-        .args(["train", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run)
-        .args(["--tracking-uri", &format!("http://127.0.0.1:{port}")])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "a missing server must not fail training: {stderr}");
+    let (run, stderr) = train_tracked(tmp.path(), &format!("http://127.0.0.1:{port}"), "lits-train-e2e-offline", None);
     assert!(stderr.contains("not sent to") && stderr.contains("lits sync"), "{stderr}");
     assert_eq!(read_state(&run).unwrap(), None, "no server run exists yet");
 
@@ -83,6 +54,24 @@ fn a_run_trained_while_the_server_was_down_is_uploaded_whole_by_sync() {
     assert!(sync.status.success(), "{}", String::from_utf8_lossy(&sync.stderr));
     let run_id = read_state(&run).unwrap().expect("sync created the server run").run_id;
     assert_run_on_server(&srv.uri, &run_id, &run);
+}
+
+/// Trains three epochs of the tiny config in `tmp/run`, tracked to `uri` in `experiment`
+/// (`LITS_TRACKING_WAIT` set to `wait` when given); fails the test if training fails,
+/// else returns the run directory and what training printed on stderr.
+fn train_tracked(tmp: &std::path::Path, uri: &str, experiment: &str, wait: Option<&str>) -> (std::path::PathBuf, String) {
+    let cfg = tmp.join("tiny.json");
+    std::fs::write(&cfg, serde_json::to_vec(&common::tiny_config(0, 3, 2, 2)).unwrap()).unwrap();
+    let run = tmp.join("run");
+    let mut c = lits();
+    c.env("LITS_CACHE_DIR", tmp.join("cache")).env("MLFLOW_EXPERIMENT_NAME", experiment);
+    if let Some(w) = wait {
+        c.env("LITS_TRACKING_WAIT", w);
+    }
+    let out = c.args(["train", "--config"]).arg(&cfg).arg("--out").arg(&run).args(["--tracking-uri", uri]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "training failed (a failing server must not fail it): {stderr}");
+    (run, stderr)
 }
 
 /// The server's copy of the run in `run`: status, params, tags, every metric point of
