@@ -106,6 +106,30 @@ fn hanging_server_never_blocks_and_finish_returns() {
 }
 
 #[test]
+fn answers_that_are_not_mlflows_never_panic_or_block_and_keep_the_records() {
+    // Panics on the sender thread would not fail the test by themselves: count them.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        previous(info);
+    }));
+    for body in [
+        "<html><body>Proxy error</body></html>",
+        r#"{"experiment_id": 7}"#,
+        r#"{"run": {"info": {"run_id": null}}}"#,
+        r#"{"experiments": [{"experiment_id": "#,
+        "",
+    ] {
+        let fake = FakeServer::start(Behaviour::Body(body));
+        let dir = tempfile::tempdir().unwrap();
+        tracked_run(dir.path(), &fake.uri, Auth::None, 5, RunStatus::Finished, Some(&fake));
+        assert_journal_complete(dir.path(), 5);
+    }
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0, "a server answer made lits panic");
+}
+
+#[test]
 fn refused_credentials_go_offline_and_the_token_is_sent_as_bearer() {
     let fake = FakeServer::start(Behaviour::Status(401));
     let dir = tempfile::tempdir().unwrap();

@@ -163,6 +163,9 @@ pub enum Behaviour {
     Status(u16),
     /// Reads the request and never answers.
     Hang,
+    /// Answers every request with 200 and this body, whatever was asked (a proxy's page,
+    /// a truncated or foreign JSON answer).
+    Body(&'static str),
 }
 
 /// A fake tracking server on 127.0.0.1, for failures a real one does not produce on demand.
@@ -223,6 +226,13 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, reqs: &Mutex<Vec<String>>,
             let body = format!(r#"{{"error_code":"INTERNAL_ERROR","message":"fake server says {code}"}}"#);
             let reply = format!(
                 "HTTP/1.1 {code} Fake\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+        Behaviour::Body(body) => {
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = stream.write_all(reply.as_bytes());
