@@ -649,18 +649,17 @@ pub mod npy {
         use std::io::Seek;
         let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        check_sizes::<T>(path, &file, len)?;
+        check_sizes::<T, _>(path, &file, len)?;
         file.rewind().map_err(|e| Error::io(path, e))?;
         Array3::<T>::read_npy(std::io::BufReader::new(file)).map_err(|e| Error::invalid(path, format!("not a cached array: {e}")))
     }
 
     /// Refuses, before anything is allocated, an array whose header or data cannot fit in
     /// the file's `len` bytes: ndarray-npy sizes its buffers from the header alone.
-    fn check_sizes<T>(path: &Path, mut file: &fs::File, len: u64) -> Result<()> {
-        use std::io::{Read, Seek};
+    fn check_sizes<T, R: std::io::Read + std::io::Seek>(path: &Path, mut file: R, len: u64) -> Result<()> {
         let bad = |msg: String| Error::invalid(path, format!("not a cached array: {msg}"));
         let mut p = Vec::with_capacity(12);
-        file.take(12).read_to_end(&mut p).map_err(|e| Error::io(path, e))?;
+        file.by_ref().take(12).read_to_end(&mut p).map_err(|e| Error::io(path, e))?;
         // Magic, version, then the header's length in 2 (version 1) or 4 bytes; anything
         // else is worded by ndarray-npy.
         let header_end = match p.get(..7) {
@@ -682,7 +681,9 @@ pub mod npy {
     }
 
     /// [`read`] of a file whose sha256 must be `sha256` (hex), as shape and values in C
-    /// order: a file changed since it was cached is an error naming it.
+    /// order: a file changed since it was cached is an error naming it. The file is read
+    /// once; its header is checked against its length as [`read`] checks it (a `meta.json`
+    /// can be edited along with the array).
     pub(super) fn read_checked<T: ReadableElement>(path: &Path, sha256: &str) -> Result<([usize; 3], Vec<T>)> {
         let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
         if sha256_hex(&bytes) != sha256 {
@@ -691,6 +692,7 @@ pub mod npy {
                 "changed since it was cached (its sha256 is not the one in meta.json); run `lits preprocess` or the training again to redo the case",
             ));
         }
+        check_sizes::<T, _>(path, std::io::Cursor::new(&bytes[..]), bytes.len() as u64)?;
         let a = Array3::<T>::read_npy(&bytes[..]).map_err(|e| Error::invalid(path, format!("not a cached array: {e}")))?;
         let (d0, d1, d2) = a.dim();
         Ok(([d0, d1, d2], a.into_raw_vec_and_offset().0))
