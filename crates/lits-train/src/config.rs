@@ -292,10 +292,8 @@ impl TrainConfig {
         if let Some(dir) = &self.data.dir {
             p.require(dir.is_dir(), "data.dir", || format!("{} is not a folder", dir.display()));
         }
-        match self.torch_device() {
-            Ok(_) => {}
-            Err(Error::Config { field, msg }) => p.add(field, msg),
-            Err(e) => p.add("device", e.to_string()),
+        if let Err(msg) = parse_device(&self.device) {
+            p.add("device", msg);
         }
         p.require(self.threads <= 4096, "threads", || format!("{} threads is not a thread count", self.threads));
         p.require(self.loader_workers <= 256, "loader_workers", || format!("{} is more than 256", self.loader_workers));
