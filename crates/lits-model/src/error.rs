@@ -33,6 +33,10 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// A collective of data-parallel training that failed: a rank died, hung past the
+    /// timeout, or could not be reached.
+    #[error("{0}")]
+    Collective(String),
     /// An error raised inside libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod backend;
+pub mod dist;
 pub mod error;
 pub mod inference;
 pub mod loss;

@@ -1,0 +1,3 @@
+// See README.md: declarations for ProcessGroupGloo.hpp only.
+#pragma once
+#include "gloo/context.h"
