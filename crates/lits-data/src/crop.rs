@@ -154,24 +154,41 @@ pub fn shift_origin(affine: &[[f64; 4]; 4], offset: [f64; 3]) -> [[f64; 4]; 4] {
 /// either side), `fill` where the block leaves `a`.
 pub fn padded_block<T: Copy>(a: ArrayView3<'_, T>, start: [i64; 3], shape: [usize; 3], fill: T) -> Array3<T> {
     let mut out = Array3::from_elem(shape, fill);
-    // The overlap of start .. start + shape with 0 .. n, per axis, in both index frames.
+    let dims = a.shape();
+    if let Some(Overlap { src, dst }) = overlap([dims[0], dims[1], dims[2]], start, shape) {
+        out.slice_mut(s![dst[0].0..dst[0].1, dst[1].0..dst[1].1, dst[2].0..dst[2].1]).assign(&a.slice(s![
+            src[0].0..src[0].1,
+            src[1].0..src[1].1,
+            src[2].0..src[2].1
+        ]));
+    }
+    out
+}
+
+/// Where a block and a volume overlap, as index ranges `(from, to)` per axis in the
+/// volume (`src`) and in the block (`dst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overlap {
+    pub src: [(usize, usize); 3],
+    pub dst: [(usize, usize); 3],
+}
+
+/// The overlap of the `shape`-sized block starting at `start` with a volume of `volume`
+/// voxels; `None` when they do not meet. The one computation of what [`padded_block`] and
+/// the training store's windowed reads copy, so both cut the same voxels.
+pub(crate) fn overlap(volume: [usize; 3], start: [i64; 3], shape: [usize; 3]) -> Option<Overlap> {
     let mut src = [(0usize, 0usize); 3];
     let mut dst = [(0usize, 0usize); 3];
     for ax in 0..3 {
         let lo = start[ax].max(0);
-        let hi = (start[ax] + shape[ax] as i64).min(a.shape()[ax] as i64);
+        let hi = (start[ax] + shape[ax] as i64).min(volume[ax] as i64);
         if lo >= hi {
-            return out;
+            return None;
         }
         src[ax] = (lo as usize, hi as usize);
         dst[ax] = ((lo - start[ax]) as usize, (hi - start[ax]) as usize);
     }
-    out.slice_mut(s![dst[0].0..dst[0].1, dst[1].0..dst[1].1, dst[2].0..dst[2].1]).assign(&a.slice(s![
-        src[0].0..src[0].1,
-        src[1].0..src[1].1,
-        src[2].0..src[2].1
-    ]));
-    out
+    Some(Overlap { src, dst })
 }
 
 /// Puts `part` (a result on a crop) back at `record.bbox` of a volume on `record.source`,
