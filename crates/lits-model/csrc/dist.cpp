@@ -56,11 +56,25 @@ struct LitsGroup {
   std::condition_variable beat_cv;
   bool stopping = false;
 
+  // Gloo reduces host memory: a CUDA tensor goes through a host copy.
   void run_allreduce(std::vector<at::Tensor>& tensors) {
+    std::vector<at::Tensor> host;
+    for (auto& t : tensors) host.push_back(t.is_cuda() ? t.cpu() : t);
     c10d::AllreduceOptions opts;
     opts.timeout = timeout;
-    auto work = backend->allreduce(tensors, opts);
-    work->wait(timeout);
+    backend->allreduce(host, opts)->wait(timeout);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (tensors[i].is_cuda()) tensors[i].copy_(host[i]);
+    }
+  }
+
+  void run_broadcast(at::Tensor& tensor, int root) {
+    std::vector<at::Tensor> host{tensor.is_cuda() ? tensor.cpu() : tensor};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    opts.timeout = timeout;
+    backend->broadcast(host, opts)->wait(timeout);
+    if (tensor.is_cuda()) tensor.copy_(host[0]);
   }
 };
 
@@ -175,11 +189,7 @@ int lits_group_all_reduce(LitsGroup* g, at::Tensor** tensors, size_t n, char* er
 
 int lits_group_broadcast(LitsGroup* g, at::Tensor* tensor, int root, char* err, size_t err_len) {
   try {
-    std::vector<at::Tensor> t{*tensor};
-    c10d::BroadcastOptions opts;
-    opts.rootRank = root;
-    opts.timeout = g->timeout;
-    g->backend->broadcast(t, opts)->wait(g->timeout);
+    g->run_broadcast(*tensor, root);
     return 0;
   } catch (const std::exception& e) {
     set_error(err, err_len, first_lines(e));

@@ -41,7 +41,12 @@ extern "C" {
     fn lits_group_all_reduce(g: *mut c_void, tensors: *const *mut torch_sys::C_tensor, n: usize, err: *mut c_char, len: usize) -> c_int;
     fn lits_group_broadcast(g: *mut c_void, t: *mut torch_sys::C_tensor, root: c_int, err: *mut c_char, len: usize) -> c_int;
     fn lits_group_barrier(g: *mut c_void, err: *mut c_char, len: usize) -> c_int;
-    fn lits_group_all_reduce_autograd(g: *mut c_void, x: *mut torch_sys::C_tensor, err: *mut c_char, len: usize) -> *mut torch_sys::C_tensor;
+    fn lits_group_all_reduce_autograd(
+        g: *mut c_void,
+        x: *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        len: usize,
+    ) -> *mut torch_sys::C_tensor;
     fn lits_store_set(g: *mut c_void, key: *const c_char, data: *const u8, len: usize, err: *mut c_char, err_len: usize) -> c_int;
     fn lits_store_get(g: *mut c_void, key: *const c_char, len: *mut usize, err: *mut c_char, err_len: usize) -> *mut u8;
     fn lits_store_free(p: *mut u8);
@@ -159,12 +164,20 @@ impl Group {
     pub fn lost_ranks(&self) -> Option<Vec<usize>> {
         let mut out = vec![0 as c_int; self.world];
         // SAFETY: `out` holds `world` ints.
-        let n = unsafe { lits_group_lost_ranks(self.raw.as_ptr(), LOST_RANK_WAIT.as_millis() as c_long, out.as_mut_ptr(), self.world as c_int) };
+        let n = unsafe {
+            lits_group_lost_ranks(self.raw.as_ptr(), LOST_RANK_WAIT.as_millis() as c_long, out.as_mut_ptr(), self.world as c_int)
+        };
         (n >= 0).then(|| out[..(n as usize).min(self.world)].iter().map(|&r| r as usize).collect())
     }
 
     /// The error for a failed `op`, naming the lost ranks.
     fn failed(&self, op: &str, err: &[c_char]) -> Error {
+        self.explain(op, &message(err))
+    }
+
+    /// The error for `op` that failed with `msg` (from libtorch, say a collective inside
+    /// backward), naming the lost ranks as every failed collective does.
+    pub fn explain(&self, op: &str, msg: &str) -> Error {
         let who = match self.lost_ranks() {
             None => "rank 0 is gone (the rendezvous store it serves does not answer)".to_owned(),
             Some(lost) if lost.is_empty() => {
@@ -175,7 +188,7 @@ impl Group {
                 format!("lost rank {} of {} (no heartbeat for {:?})", names.join(", "), self.world, LOST_RANK_WAIT)
             }
         };
-        Error::Collective(format!("rank {}: {op} failed: {who}: {}", self.rank, message(err)))
+        Error::Collective(format!("rank {}: {op} failed: {who}: {msg}", self.rank))
     }
 
     /// Sums each tensor over the ranks, in place, one collective per tensor in the order

@@ -8,9 +8,12 @@
 //! statistics and `num_batches_tracked` included, so weights move both ways unchanged.
 
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use tch::nn::{self, ModuleT};
+
 use tch::{Kind, Tensor};
 
+use crate::dist::Group;
 use crate::error::{Error, Result};
 
 /// BatchNorm settings of PyTorch's `BatchNorm3d` defaults, which the original kept.
@@ -86,6 +89,19 @@ impl Conv {
     }
 }
 
+/// How training-mode BatchNorm takes its statistics.
+#[derive(Debug, Clone, Default)]
+enum BatchStats {
+    /// From this process's batch, by libtorch's `batch_norm` (the original's BatchNorm3d).
+    #[default]
+    Local,
+    /// From the batches of every rank (PyTorch's SyncBatchNorm): per-channel sums summed
+    /// over the ranks by a differentiable all-reduce. Without a group (one process) the same
+    /// arithmetic on the one batch, so that one process and several differ only in the
+    /// order of the sums.
+    Sync { group: Option<Arc<Group>>, failure: Arc<Mutex<Option<String>>> },
+}
+
 /// `BatchNorm3d` with PyTorch's variables, `num_batches_tracked` included.
 #[derive(Debug)]
 pub(crate) struct BatchNorm {
@@ -94,6 +110,7 @@ pub(crate) struct BatchNorm {
     pub(crate) running_mean: Tensor,
     pub(crate) running_var: Tensor,
     num_batches_tracked: Tensor,
+    stats: BatchStats,
 }
 
 impl BatchNorm {
@@ -105,7 +122,46 @@ impl BatchNorm {
             running_mean: p.zeros_no_train("running_mean", &[channels]),
             running_var: p.ones_no_train("running_var", &[channels]),
             num_batches_tracked,
+            stats: BatchStats::Local,
         }
+    }
+
+    /// Training-mode normalisation with statistics over every rank's batch (see
+    /// [`BatchStats::Sync`]); running statistics updated as `BatchNorm3d` does (unbiased
+    /// variance). A failed collective is recorded in `failure` and the local statistics
+    /// are used, so the step ends and the trainer reports the failure.
+    fn forward_sync(&self, xs: &Tensor, group: Option<&Group>, failure: &Mutex<Option<String>>) -> Tensor {
+        let c = xs.size()[1];
+        let dims: &[i64] = &[0, 2, 3, 4];
+        // Summed over the ranks; a failed collective leaves the local value (see above).
+        let total = |local: Tensor| match group.map(|g| g.all_reduce_autograd(&local)) {
+            None => local,
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                failure.lock().expect("failure lock").get_or_insert(e.to_string());
+                local
+            }
+        };
+        let count = (xs.numel() as i64 / c) as f32;
+        // Two passes, the mean first, then the squared deviations from it: E[x²] − E[x]²
+        // would cancel away the variance's low bits wherever the mean is large.
+        let sums =
+            total(Tensor::cat(&[xs.sum_dim_intlist(dims, false, Kind::Float), Tensor::from_slice(&[count]).to_device(xs.device())], 0));
+        let n = sums.narrow(0, c, 1);
+        let mean = sums.narrow(0, 0, c) / &n;
+        let shape = [1, c, 1, 1, 1];
+        let centred = xs - mean.view(shape);
+        let var = total((&centred * &centred).sum_dim_intlist(dims, false, Kind::Float)) / &n;
+        tch::no_grad(|| {
+            let n = n.double_value(&[0]);
+            let unbiased = &var * (n / (n - 1.0).max(1.0));
+            let mut rm = self.running_mean.shallow_clone();
+            let mut rv = self.running_var.shallow_clone();
+            let _ = rm.g_mul_scalar_(1.0 - BN_MOMENTUM).g_add_(&(&mean * BN_MOMENTUM));
+            let _ = rv.g_mul_scalar_(1.0 - BN_MOMENTUM).g_add_(&(unbiased * BN_MOMENTUM));
+        });
+        let scale = &self.weight / (var + BN_EPS).sqrt();
+        centred * scale.view(shape) + self.bias.view(shape)
     }
 
     pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
@@ -115,6 +171,9 @@ impl BatchNorm {
             tch::no_grad(|| {
                 let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
             });
+            if let BatchStats::Sync { group, failure } = &self.stats {
+                return self.forward_sync(xs, group.as_deref(), failure);
+            }
         }
         Tensor::batch_norm(
             xs,
@@ -246,6 +305,32 @@ impl UNet3d {
     /// The configuration the network was built with.
     pub fn config(&self) -> &UNetConfig {
         &self.cfg
+    }
+
+    fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        [&mut self.inc, &mut self.down1.block, &mut self.down2.block, &mut self.mid, &mut self.up1.block, &mut self.up2.block]
+            .into_iter()
+            .flat_map(|b| [&mut b.batch_norm_1, &mut b.batch_norm_2])
+            .collect()
+    }
+
+    /// Makes every BatchNorm take its training statistics over the batches of all ranks of
+    /// `group` (SyncBatchNorm), or with `None` over this process's batch by the same
+    /// arithmetic. Evaluation is unchanged (running statistics).
+    pub fn sync_batch_norm(&mut self, group: Option<Arc<Group>>) {
+        let failure = Arc::new(Mutex::new(None));
+        for bn in self.batch_norms_mut() {
+            bn.stats = BatchStats::Sync { group: group.clone(), failure: failure.clone() };
+        }
+    }
+
+    /// The first collective of SyncBatchNorm that failed since the last call, if any: a
+    /// trainer checks it after each forward pass (the forward itself cannot fail).
+    pub fn take_sync_failure(&self) -> Option<Error> {
+        match &self.inc.batch_norm_1.stats {
+            BatchStats::Sync { failure, .. } => failure.lock().expect("failure lock").take().map(Error::Collective),
+            BatchStats::Local => None,
+        }
     }
 
     /// Checks that an input of `shape` can go through the network in eval mode: five
@@ -464,6 +549,32 @@ pub fn parameter_count(vs: &nn::VarStore) -> i64 {
 mod tests {
     use super::*;
     use tch::Device;
+
+    /// SyncBatchNorm in one process is BatchNorm3d: the same outputs, gradients and running
+    /// statistics (to rounding), by its own arithmetic.
+    #[test]
+    fn sync_batch_norm_of_one_process_is_batch_norm() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let plain = BatchNorm::new(&vs.root() / "a", 3);
+        let mut synced = BatchNorm::new(&vs.root() / "b", 3);
+        synced.stats = BatchStats::Sync { group: None, failure: Arc::new(Mutex::new(None)) };
+        // A large mean, where a one-pass variance would lose its low bits.
+        let x = Tensor::randn([2, 3, 4, 4, 4], (Kind::Float, Device::Cpu)) * 0.5 + 40.0;
+        let (xa, xb) = (x.copy().set_requires_grad(true), x.copy().set_requires_grad(true));
+        let w = Tensor::randn([2, 3, 4, 4, 4], (Kind::Float, Device::Cpu));
+        let ya = plain.forward_t(&xa, true);
+        let yb = synced.forward_t(&xb, true);
+        (&ya * &w).sum(Kind::Float).backward();
+        (&yb * &w).sum(Kind::Float).backward();
+        let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-4;
+        assert!(close(&ya, &yb), "outputs differ");
+        assert!(close(&xa.grad(), &xb.grad()), "input gradients differ");
+        assert!(close(&plain.weight.grad(), &synced.weight.grad()), "weight gradients differ");
+        assert!(close(&plain.running_mean, &synced.running_mean), "running means differ");
+        assert!(close(&plain.running_var, &synced.running_var), "running variances differ");
+        assert_eq!(i64::try_from(&synced.num_batches_tracked).unwrap(), 1);
+    }
 
     #[test]
     fn default_is_the_original() {
