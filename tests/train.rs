@@ -61,6 +61,30 @@ fn same_seed_same_bytes_other_seed_other_weights() {
 }
 
 #[test]
+fn disk_and_memory_stores_train_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let runs: Vec<PathBuf> = ["disk", "memory"]
+        .iter()
+        .map(|store| {
+            let mut cfg = common::tiny_config(4, 2, 3, 1);
+            cfg["data"]["store"] = (*store).into();
+            let p = tmp.path().join(format!("{store}.json"));
+            std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+            let out = tmp.path().join(store);
+            train(&cache, &p, &out);
+            out
+        })
+        .collect();
+    // Validated after each epoch, so the held-out case was streamed from the cache twice.
+    for f in ["last.safetensors", "best.safetensors", "metrics.jsonl", "split.json", "plans.json"] {
+        assert_eq!(sha256(&runs[0].join(f)), sha256(&runs[1].join(f)), "{f} differs between the disk and the memory store");
+    }
+    let config = |run: &Path| std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(!config(&runs[0]).contains("\"store\"") && config(&runs[1]).contains("\"store\": \"memory\""));
+}
+
+#[test]
 fn killed_runs_resume_to_the_same_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lits_data::patch::{PatchConfig, PatchSampler, Prefetcher};
+use lits_data::store::StoreCase;
 use lits_data::{Image, Labels, Volume};
 use ndarray::Array3;
 
@@ -43,20 +44,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(usage.into());
     };
     let patch = [d, h, w];
-    let cases = (0..4).map(case).collect();
+    let cases = (0..4).map(|s| StoreCase::in_memory(case(s))).collect::<Result<_, _>>()?;
     let cfg = PatchConfig { patch, batch_size: batch, ..PatchConfig::default() };
     let sampler = Arc::new(PatchSampler::new(cases, cfg, 0)?);
 
     let t = Instant::now();
     let mut check = 0.0f64;
     for step in 0..steps as u64 {
-        check += sampler.batch(0, step).image[0] as f64;
+        check += sampler.batch(0, step)?.image[0] as f64;
     }
     let sequential = (steps * batch) as f64 / t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     for b in Prefetcher::new(sampler.clone(), 1, steps as u64, workers, 2 * workers) {
-        check += b.image[0] as f64;
+        check += b?.image[0] as f64;
     }
     let prefetched = (steps * batch) as f64 / t.elapsed().as_secs_f64();
     println!(

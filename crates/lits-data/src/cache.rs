@@ -9,7 +9,10 @@
 //! CACHE/cases/case-N/image.npy  prepared image, float32 C order, intensities not normalised
 //! CACHE/cases/case-N/label.npy  prepared labels, uint8
 //! CACHE/cases/case-N/fg.npy     foreground intensity sample (for the dataset percentiles)
-//! CACHE/cases/case-N/meta.json  key, source files, grid record, foreground statistics
+//! CACHE/cases/case-N/fg_voxels.npy  the foreground voxels patches are centred on, uint32
+//!                               rows (class, i, j, k)
+//! CACHE/cases/case-N/meta.json  key, source files, grid record, foreground statistics,
+//!                               smallest intensity, size, time and sha256 of each array
 //! ```
 //!
 //! `.npy` keeps the arrays readable from NumPy (`np.load`). A case's key is the sha256 of the
@@ -20,6 +23,10 @@
 //! left behind is removed by the next run, and redone). Intensities are normalised when a
 //! case is loaded, with statistics merged from every case, so that one changed case does
 //! not invalidate the others.
+//!
+//! A cache is also a training store ([`crate::store`]): [`Cache::store_case`] opens a case
+//! for patches to be read from its files a window at a time, from what `meta.json` and
+//! `fg_voxels.npy` record, without reading its voxels.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -38,14 +45,16 @@ use crate::digest::{hex, sha256_hex};
 use crate::intensity::{CaseStats, IntensityStats, Normaliser};
 use crate::preprocess::{self, CaseRecord, PreprocessConfig};
 use crate::resample::Grid;
+use crate::store::{self, ArrayFile, DiskArrays, StoreCase, StoreKind};
 use crate::{nifti, Error, Image, Labels, Result, Volume};
 
 /// Version of the cache layout; a cache of another version is rebuilt (2: each case's
-/// `meta.json` records the size, time and sha256 of its arrays).
-pub const FORMAT: u32 = 2;
+/// `meta.json` records the size, time and sha256 of its arrays; 3: and its smallest
+/// intensity and foreground voxels, `fg_voxels.npy`, what training reads from disk needs).
+pub const FORMAT: u32 = 3;
 
 /// The arrays of a cached case, in the order `meta.json` records them.
-const ARRAYS: [&str; 3] = ["image.npy", "label.npy", "fg.npy"];
+const ARRAYS: [&str; 4] = ["image.npy", "label.npy", "fg.npy", "fg_voxels.npy"];
 
 /// A source file as it was when its case was cached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,12 +144,20 @@ struct CaseMeta {
     /// [`ARRAYS`] as written (`path` is the file name): a case whose arrays changed on
     /// disk is redone by the next build and refused by [`Cache::load_raw`].
     arrays: Vec<SourceFile>,
+    /// The smallest intensity of the prepared image, before normalisation: the padding of
+    /// training patches, known without reading the image.
+    min: f32,
 }
 
 impl CaseMeta {
     /// The recorded array `name`.
     fn array(&self, name: &str) -> Option<&SourceFile> {
         self.arrays.iter().find(|a| a.path.as_os_str() == name)
+    }
+
+    /// The recorded sha256 of array `name` (empty, matching no file, when none is).
+    fn digest(&self, name: &str) -> &str {
+        self.array(name).map_or("", |a| a.sha256.as_str())
     }
 
     /// Whether every array in `dir` is as recorded (size and time, else content).
@@ -450,6 +467,8 @@ fn cache_case(
     let prepared = cfg.prepare(&image, Some(&labels), median_spacing).map_err(|e| failure(case.id, &case.image, e))?;
     let prepared_labels = prepared.labels.as_ref().expect("labels were given");
     let stats = CaseStats::collect(&prepared.image, prepared_labels);
+    let min = prepared.image.data.iter().copied().fold(f32::INFINITY, f32::min);
+    let foreground = store::foreground_voxels(&prepared_labels.data);
     let entry = CaseEntry {
         id: case.id,
         image: image_src,
@@ -461,8 +480,8 @@ fn cache_case(
         spacing: prepared.image.spacing,
         stats,
     };
-    let meta = CaseMeta { format: FORMAT, entry: entry.clone(), record: prepared.record.clone(), arrays: Vec::new() };
-    write_case(&dir, &prepared.image, prepared_labels, meta).map_err(|e| failure(case.id, &dir, e))?;
+    let meta = CaseMeta { format: FORMAT, entry: entry.clone(), record: prepared.record.clone(), arrays: Vec::new(), min };
+    write_case(&dir, &prepared.image, prepared_labels, &foreground, meta).map_err(|e| failure(case.id, &dir, e))?;
     Ok((entry, Outcome::Processed))
 }
 
@@ -483,7 +502,7 @@ fn read_meta(dir: &Path) -> Option<CaseMeta> {
 /// are unchanged.
 fn source_file(path: &Path, previous: Option<&SourceFile>) -> Result<SourceFile> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let modified_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64);
+    let modified_ns = modified_ns(&meta);
     if let Some(p) = previous {
         if p.size == meta.len() && p.modified_ns == modified_ns && modified_ns != 0 {
             return Ok(SourceFile { path: path.to_path_buf(), ..p.clone() });
@@ -502,8 +521,13 @@ fn source_file(path: &Path, previous: Option<&SourceFile>) -> Result<SourceFile>
     Ok(SourceFile { path: path.to_path_buf(), size: meta.len(), modified_ns, sha256: hex(&hasher.finalize()) })
 }
 
+/// A file's modification time in nanoseconds since 1970 (0 where the system has none).
+pub(crate) fn modified_ns(meta: &fs::Metadata) -> u64 {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Writes a case into a hidden folder beside `dir`, then swaps it into place.
-fn write_case(dir: &Path, image: &Image, labels: &Labels, mut meta: CaseMeta) -> Result<()> {
+fn write_case(dir: &Path, image: &Image, labels: &Labels, foreground: &[Vec<[u32; 3]>], mut meta: CaseMeta) -> Result<()> {
     let parent = dir.parent().expect("case folders live in cases/");
     let name = dir.file_name().expect("case folder name").to_string_lossy();
     let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -516,6 +540,7 @@ fn write_case(dir: &Path, image: &Image, labels: &Labels, mut meta: CaseMeta) ->
         let fg = &meta.entry.stats.samples;
         let fg = Array3::from_shape_vec([fg.len(), 1, 1], fg.clone()).map_err(|e| Error::invalid(tmp.join("fg.npy"), e.to_string()))?;
         npy::write(&tmp.join("fg.npy"), &fg)?;
+        npy::write(&tmp.join("fg_voxels.npy"), &store::foreground_rows(foreground))?;
         meta.arrays =
             ARRAYS.iter().map(|name| Ok(SourceFile { path: name.into(), ..source_file(&tmp.join(name), None)? })).collect::<Result<_>>()?;
         let json = crate::json::to_vec_pretty(&meta).map_err(|e| Error::invalid(tmp.join("meta.json"), e))?;
@@ -587,8 +612,9 @@ impl Cache {
             .ok_or_else(|| Error::invalid(self.root.join("dataset.json"), format!("holds no case {id}")))
     }
 
-    /// Case `id` as prepared, intensities not normalised, with its grid record.
-    pub fn load_raw(&self, id: u32) -> Result<(Image, Labels, CaseRecord)> {
+    /// The folder and `meta.json` of case `id`, refused when they belong to another build
+    /// than `dataset.json`.
+    fn case_meta(&self, id: u32) -> Result<(PathBuf, CaseMeta)> {
         let entry = self.entry(id)?;
         let dir = self.root.join("cases").join(case_dir_name(id));
         let meta_path = dir.join("meta.json");
@@ -596,20 +622,46 @@ impl Cache {
         if meta.entry.key != entry.key {
             return Err(Error::invalid(&meta_path, "belongs to another run than dataset.json; run `lits preprocess` again"));
         }
-        let grid: Grid = meta.record.prepared().clone();
-        let digest = |name: &str| meta.array(name).map(|a| a.sha256.as_str()).unwrap_or("");
-        let (shape, image) = npy::read_checked::<f32>(&dir.join("image.npy"), digest("image.npy"))?;
-        let (lshape, labels) = npy::read_checked::<u8>(&dir.join("label.npy"), digest("label.npy"))?;
-        for (what, s) in [("image.npy", shape), ("label.npy", lshape)] {
-            if s != grid.shape {
-                return Err(Error::invalid(dir.join(what), format!("shape {s:?}, meta.json says {:?}", grid.shape)));
+        Ok((dir, meta))
+    }
+
+    /// Case `id` as prepared, intensities not normalised, with its grid record.
+    pub fn load_raw(&self, id: u32) -> Result<(Image, Labels, CaseRecord)> {
+        let (dir, meta) = self.case_meta(id)?;
+        let (image, labels) = load_arrays(&dir, &meta)?;
+        Ok((image, labels, meta.record))
+    }
+
+    /// Case `id` as a case of a training store, its intensities normalised by `normaliser`
+    /// (the run's): loaded whole ([`StoreKind::Memory`], every array checked against its
+    /// sha256), or opened for windowed reads ([`StoreKind::Disk`]) without reading a voxel.
+    /// An array whose size or time is not the one `meta.json` records, or whose header does
+    /// not describe the case's grid, is refused naming it. (The build before re-hashes
+    /// every array whose size or time changed and redoes its case; hashing every array of
+    /// the dataset again at each start would take minutes.)
+    pub fn store_case(&self, id: u32, normaliser: Normaliser, kind: StoreKind) -> Result<StoreCase> {
+        let (dir, meta) = self.case_meta(id)?;
+        let shape = meta.record.prepared().shape;
+        let fg_path = dir.join("fg_voxels.npy");
+        let (rows, values) = npy::read_checked::<u32>(&fg_path, meta.digest("fg_voxels.npy"))?;
+        let foreground = store::foreground_from_rows(&fg_path, rows, &values, shape)?;
+        match kind {
+            StoreKind::Memory => {
+                let (mut image, labels) = load_arrays(&dir, &meta)?;
+                normaliser.apply_image(&mut image);
+                Ok(StoreCase::loaded(image, labels, meta.min, normaliser, foreground))
+            }
+            StoreKind::Disk => {
+                let grid = meta.record.prepared();
+                let arrays = DiskArrays {
+                    image: open_array::<f32>(&dir, &meta, "image.npy", shape)?,
+                    labels: open_array::<u8>(&dir, &meta, "label.npy", shape)?,
+                    spacing: grid.spacing,
+                    affine: grid.affine,
+                };
+                Ok(StoreCase::on_disk(arrays, shape, meta.min, normaliser, foreground))
             }
         }
-        let vol = |data| Volume { data, spacing: grid.spacing, affine: grid.affine };
-        let image = vol(Array3::from_shape_vec(shape, image).expect("shape checked"));
-        let labels =
-            Volume { data: Array3::from_shape_vec(lshape, labels).expect("shape checked"), spacing: grid.spacing, affine: grid.affine };
-        Ok((image, labels, meta.record))
     }
 
     /// Case `id` ready for training: intensities normalised as `dataset.json` says.
@@ -624,12 +676,53 @@ impl Cache {
     }
 }
 
+/// The image and labels of a cached case, each checked against the sha256 `meta.json`
+/// records and against the case's grid.
+fn load_arrays(dir: &Path, meta: &CaseMeta) -> Result<(Image, Labels)> {
+    let grid: Grid = meta.record.prepared().clone();
+    let (shape, image) = npy::read_checked::<f32>(&dir.join("image.npy"), meta.digest("image.npy"))?;
+    let (lshape, labels) = npy::read_checked::<u8>(&dir.join("label.npy"), meta.digest("label.npy"))?;
+    for (what, s) in [("image.npy", shape), ("label.npy", lshape)] {
+        if s != grid.shape {
+            return Err(Error::invalid(dir.join(what), format!("shape {s:?}, meta.json says {:?}", grid.shape)));
+        }
+    }
+    let vol = |data| Volume { data, spacing: grid.spacing, affine: grid.affine };
+    let image = vol(Array3::from_shape_vec(shape, image).expect("shape checked"));
+    let labels =
+        Volume { data: Array3::from_shape_vec(lshape, labels).expect("shape checked"), spacing: grid.spacing, affine: grid.affine };
+    Ok((image, labels))
+}
+
+/// Array `name` of a cached case, opened for windowed reads of `T` values: its size and
+/// time must be those `meta.json` records, and its header must describe `shape` within the
+/// file.
+fn open_array<T: ndarray_npy::WritableElement>(dir: &Path, meta: &CaseMeta, name: &str, shape: [usize; 3]) -> Result<ArrayFile> {
+    let path = dir.join(name);
+    let rec = meta.array(name).ok_or_else(|| Error::invalid(dir.join("meta.json"), format!("records no {name}")))?;
+    let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let m = file.metadata().map_err(|e| Error::io(&path, e))?;
+    let (size, modified_ns) = (m.len(), modified_ns(&m));
+    if size != rec.size || modified_ns != rec.modified_ns {
+        return Err(Error::invalid(
+            &path,
+            format!(
+                "changed since it was cached (its size or time is not the one in meta.json: {size} bytes, {} recorded); run `lits preprocess` or the training again to redo the case",
+                rec.size
+            ),
+        ));
+    }
+    let offset = npy::data_offset::<T>(&path, &file, size, shape)?;
+    Ok(ArrayFile { path, offset, size, modified_ns })
+}
+
 /// The cache's arrays as `.npy` files (C order, little-endian), through `ndarray-npy`, so
 /// NumPy's `np.load` reads them.
 pub mod npy {
     use std::io::BufWriter;
 
     use ndarray::Array3;
+    use ndarray_npy::npy::header::Header;
     use ndarray_npy::{ReadNpyExt, ReadableElement, WritableElement, WriteNpyExt};
 
     use super::*;
@@ -656,7 +749,14 @@ pub mod npy {
 
     /// Refuses, before anything is allocated, an array whose header or data cannot fit in
     /// the file's `len` bytes: ndarray-npy sizes its buffers from the header alone.
-    fn check_sizes<T, R: std::io::Read + std::io::Seek>(path: &Path, mut file: R, len: u64) -> Result<()> {
+    fn check_sizes<T, R: std::io::Read + std::io::Seek>(path: &Path, file: R, len: u64) -> Result<()> {
+        header::<T, R>(path, file, len).map(|_| ())
+    }
+
+    /// The header of a `.npy` file of `len` bytes and where its values start, once checked
+    /// that both fit in the file (see [`check_sizes`]); `None` for a file that does not
+    /// start as one (left for ndarray-npy to word).
+    fn header<T, R: std::io::Read + std::io::Seek>(path: &Path, mut file: R, len: u64) -> Result<Option<(Header, u64)>> {
         let bad = |msg: String| Error::invalid(path, format!("not a cached array: {msg}"));
         let mut p = Vec::with_capacity(12);
         file.by_ref().take(12).read_to_end(&mut p).map_err(|e| Error::io(path, e))?;
@@ -665,19 +765,33 @@ pub mod npy {
         let header_end = match p.get(..7) {
             Some(b"\x93NUMPY\x01") if p.len() >= 10 => 10 + u64::from(u16::from_le_bytes([p[8], p[9]])),
             Some(b"\x93NUMPY\x02" | b"\x93NUMPY\x03") if p.len() >= 12 => 12 + u64::from(u32::from_le_bytes([p[8], p[9], p[10], p[11]])),
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
         if header_end > len {
             return Err(bad(format!("its header ends at byte {header_end}, after the file's end ({len} bytes)")));
         }
         file.rewind().map_err(|e| Error::io(path, e))?;
-        let header = ndarray_npy::npy::header::Header::from_reader(&mut file).map_err(|e| bad(e.to_string()))?;
+        let header = Header::from_reader(&mut file).map_err(|e| bad(e.to_string()))?;
         let data = len - header_end;
         let need = header.shape.iter().try_fold(std::mem::size_of::<T>() as u64, |n, &d| n.checked_mul(d as u64));
         match need {
-            Some(need) if need <= data => Ok(()),
+            Some(need) if need <= data => Ok(Some((header, header_end))),
             _ => Err(bad(format!("shape {:?} needs more than the {data} bytes of data the file holds", header.shape))),
         }
+    }
+
+    /// Where the values of `file` (`len` bytes) start, once its header is checked to
+    /// describe an array of `shape` in C order of `T` values that fits in the file.
+    pub(super) fn data_offset<T: WritableElement>(path: &Path, file: &fs::File, len: u64, shape: [usize; 3]) -> Result<u64> {
+        let (header, offset) =
+            header::<T, _>(path, file, len)?.ok_or_else(|| Error::invalid(path, "not a cached array: not a .npy file"))?;
+        if header.type_descriptor != T::type_descriptor() || header.layout.is_fortran() || header.shape != shape {
+            return Err(Error::invalid(
+                path,
+                format!("not a cached array: its header is {header}, not one of shape {shape:?} in C order of {}", T::type_descriptor()),
+            ));
+        }
+        Ok(offset)
     }
 
     /// [`read`] of a file whose sha256 must be `sha256` (hex), as shape and values in C

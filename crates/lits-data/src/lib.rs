@@ -19,6 +19,7 @@ pub mod percentile;
 pub mod preprocess;
 pub mod resample;
 pub mod rng;
+pub mod store;
 pub mod synth;
 pub mod volume;
 

@@ -8,7 +8,8 @@
 //!
 //! Every sample is drawn from its own random stream, derived from `(seed, epoch, index of
 //! the sample in the epoch)`, so a batch depends on nothing but those numbers: the same seed
-//! gives the same batches whatever the number of loader threads or the order they run in.
+//! gives the same batches whatever the number of loader threads or the order they run in,
+//! and whether the cases are in memory or read from disk ([`crate::store`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,15 +17,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use ndarray::{Array3, Axis};
+use ndarray::Axis;
 use serde::{Deserialize, Serialize};
 
-use crate::crop::padded_block;
 use crate::rng::SeededRng;
-use crate::{Error, Image, Labels, Problems, Result};
-
-/// Foreground voxels kept per class and case to centre patches on (evenly strided).
-const FOREGROUND_PER_CLASS: usize = 10_000;
+use crate::store::StoreCase;
+use crate::{Problems, Result};
 
 /// The largest patch side a config may ask for (the original's 128 with room to grow;
 /// a batch of 512³ patches already needs tens of GB of activations).
@@ -145,42 +143,20 @@ pub struct Batch {
     pub patch: [usize; 3],
 }
 
-/// A case ready for sampling: its data and where its foreground is.
-#[derive(Debug)]
-struct SampleCase {
-    data: Arc<(Image, Labels)>,
-    min: f32,
-    /// Per foreground class (1, 2): up to [`FOREGROUND_PER_CLASS`] voxel indices.
-    foreground: Vec<Vec<[u32; 3]>>,
-}
-
 /// Draws patches and batches from a set of cases.
 #[derive(Debug)]
 pub struct PatchSampler {
-    cases: Vec<SampleCase>,
+    cases: Vec<StoreCase>,
     cfg: PatchConfig,
     seed: u64,
 }
 
 impl PatchSampler {
-    /// A sampler over `cases` (normalised image and labels on one grid) with `seed`.
-    pub fn new(cases: Vec<Arc<(Image, Labels)>>, cfg: PatchConfig, seed: u64) -> Result<Self> {
-        let shapes: Vec<[usize; 3]> = cases.iter().map(|c| c.0.shape()).collect();
+    /// A sampler over `cases` (normalised image and labels on one grid, in memory or on
+    /// disk) with `seed`.
+    pub fn new(cases: Vec<StoreCase>, cfg: PatchConfig, seed: u64) -> Result<Self> {
+        let shapes: Vec<[usize; 3]> = cases.iter().map(StoreCase::shape).collect();
         cfg.validate(&shapes)?;
-        if let Some(i) = cases.iter().position(|c| c.0.shape() != c.1.shape()) {
-            return Err(Error::Config {
-                field: "cases".into(),
-                msg: format!("case {i}: image {:?} and labels {:?} differ in shape", cases[i].0.shape(), cases[i].1.shape()),
-            });
-        }
-        let cases = cases
-            .into_iter()
-            .map(|data| {
-                let min = data.0.data.iter().copied().fold(f32::INFINITY, f32::min);
-                let foreground = [1u8, 2].iter().map(|&c| foreground_voxels(&data.1.data, c)).collect();
-                SampleCase { data, min, foreground }
-            })
-            .collect();
         Ok(PatchSampler { cases, cfg, seed })
     }
 
@@ -189,16 +165,17 @@ impl PatchSampler {
         &self.cfg
     }
 
-    /// Batch `step` of `epoch`: samples `step · B .. (step + 1) · B` of the epoch.
-    pub fn batch(&self, epoch: u64, step: u64) -> Batch {
+    /// Batch `step` of `epoch`: samples `step · B .. (step + 1) · B` of the epoch. A case
+    /// file that cannot be read is an error naming it.
+    pub fn batch(&self, epoch: u64, step: u64) -> Result<Batch> {
         let b = self.cfg.batch_size;
         let p = self.cfg.patch;
         let n: usize = p.iter().product();
         let mut batch = Batch { image: vec![0.0; b * n], label: vec![0; b * n], batch_size: b, patch: p };
         for (i, (img, lab)) in batch.image.chunks_exact_mut(n).zip(batch.label.chunks_exact_mut(n)).enumerate() {
-            self.sample_into(epoch, step * b as u64 + i as u64, img, lab);
+            self.sample_into(epoch, step * b as u64 + i as u64, img, lab)?;
         }
-        batch
+        Ok(batch)
     }
 
     /// Whether sample `index` of an epoch is centred on foreground: exactly
@@ -209,14 +186,13 @@ impl PatchSampler {
     }
 
     /// Draws sample `index` of `epoch` into the given patch buffers.
-    fn sample_into(&self, epoch: u64, index: u64, img_out: &mut [f32], lab_out: &mut [u8]) {
+    fn sample_into(&self, epoch: u64, index: u64, img_out: &mut [f32], lab_out: &mut [u8]) -> Result<()> {
         // One stream per (epoch, sample); the seed picks the generator.
         let mut rng = SeededRng::new(self.seed, (epoch << 32) ^ index);
         let case = &self.cases[rng.below(self.cases.len() as u64) as usize];
-        let (img, lab) = (&case.data.0, &case.data.1);
-        let shape = img.shape();
+        let shape = case.shape();
         let p = self.cfg.patch;
-        let present: Vec<&Vec<[u32; 3]>> = case.foreground.iter().filter(|v| !v.is_empty()).collect();
+        let present: Vec<&Vec<[u32; 3]>> = case.foreground().iter().filter(|v| !v.is_empty()).collect();
         let start: [i64; 3] = if self.forced_foreground(index) && !present.is_empty() {
             let class = present[rng.below(present.len() as u64) as usize];
             let v = class[rng.below(class.len() as u64) as usize];
@@ -230,8 +206,7 @@ impl PatchSampler {
                 lo + rng.below((hi - lo + 1) as u64) as i64
             })
         };
-        let mut pi = padded_block(img.data.view(), start, p, case.min);
-        let mut pl = padded_block(lab.data.view(), start, p, 0u8);
+        let (mut pi, mut pl) = case.read_block(start, p)?;
 
         let a = &self.cfg.augment;
         for axis in 0..3 {
@@ -264,6 +239,7 @@ impl PatchSampler {
             let sigma = rng.uniform(0.0, a.noise_std as f64);
             add_noise(&mut rng, img_out, sigma);
         }
+        Ok(())
     }
 }
 
@@ -272,13 +248,6 @@ impl PatchSampler {
 fn start_range(n: usize, p: usize) -> (i64, i64) {
     let d = n as i64 - p as i64;
     (d.min(0), d.max(0))
-}
-
-/// Up to [`FOREGROUND_PER_CLASS`] voxels labelled `class`, evenly strided in index order.
-fn foreground_voxels(labels: &Array3<u8>, class: u8) -> Vec<[u32; 3]> {
-    let count = labels.iter().filter(|&&l| l == class).count();
-    let stride = count.div_ceil(FOREGROUND_PER_CLASS).max(1);
-    labels.indexed_iter().filter(|(_, &l)| l == class).step_by(stride).map(|((i, j, k), _)| [i as u32, j as u32, k as u32]).collect()
 }
 
 /// Adds N(0, sigma²) noise; Box-Muller, both values of each pair used.
@@ -305,12 +274,14 @@ struct Gate {
 /// Batches of one epoch computed ahead on worker threads, handed out in step order.
 ///
 /// At most `depth` batches are computed ahead of the consumer; a worker waits rather than
-/// run further ahead, so memory stays bounded. Dropping the prefetcher stops the workers.
+/// run further ahead, so memory stays bounded. A batch that could not be cut (a case file
+/// gone or cut short) is handed out as its error, in its place. Dropping the prefetcher
+/// stops the workers.
 #[derive(Debug)]
 pub struct Prefetcher {
     gate: Arc<Gate>,
-    rx: mpsc::Receiver<(u64, Batch)>,
-    ready: BTreeMap<u64, Batch>,
+    rx: mpsc::Receiver<(u64, Result<Batch>)>,
+    ready: BTreeMap<u64, Result<Batch>>,
     next: u64,
     steps: u64,
     workers: Vec<JoinHandle<()>>,
@@ -352,9 +323,9 @@ impl Prefetcher {
 }
 
 impl Iterator for Prefetcher {
-    type Item = Batch;
+    type Item = Result<Batch>;
 
-    fn next(&mut self) -> Option<Batch> {
+    fn next(&mut self) -> Option<Result<Batch>> {
         if self.next >= self.steps {
             return None;
         }
@@ -389,7 +360,8 @@ impl Drop for Prefetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Volume;
+    use crate::{Image, Labels, Volume};
+    use ndarray::Array3;
 
     /// A case whose voxel values encode their index, with a small liver and a tumor.
     fn case(shape: [usize; 3]) -> Arc<(Image, Labels)> {
@@ -408,6 +380,10 @@ mod tests {
         Arc::new((Volume::with_spacing(img, [1.0; 3]), Volume::with_spacing(lab, [1.0; 3])))
     }
 
+    fn sampler(cases: &[Arc<(Image, Labels)>], cfg: PatchConfig, seed: u64) -> Result<PatchSampler> {
+        PatchSampler::new(cases.iter().map(|c| StoreCase::in_memory(c.clone()).unwrap()).collect(), cfg, seed)
+    }
+
     fn cfg(patch: [usize; 3], augment: Augment) -> PatchConfig {
         PatchConfig { patch, batch_size: 3, foreground_fraction: 1.0 / 3.0, augment }
     }
@@ -415,13 +391,13 @@ mod tests {
     #[test]
     fn same_seed_same_batches_other_seed_other_batches() {
         let cases = vec![case([20, 20, 12]), case([16, 24, 10])];
-        let a = PatchSampler::new(cases.clone(), cfg([8, 8, 4], Augment::default()), 7).unwrap();
-        let b = PatchSampler::new(cases.clone(), cfg([8, 8, 4], Augment::default()), 7).unwrap();
-        let c = PatchSampler::new(cases, cfg([8, 8, 4], Augment::default()), 8).unwrap();
-        assert_eq!(a.batch(3, 5), b.batch(3, 5));
-        assert_ne!(a.batch(3, 5), c.batch(3, 5));
-        assert_ne!(a.batch(3, 5), a.batch(4, 5));
-        let batch = a.batch(0, 0);
+        let a = sampler(&cases, cfg([8, 8, 4], Augment::default()), 7).unwrap();
+        let b = sampler(&cases, cfg([8, 8, 4], Augment::default()), 7).unwrap();
+        let c = sampler(&cases, cfg([8, 8, 4], Augment::default()), 8).unwrap();
+        assert_eq!(a.batch(3, 5).unwrap(), b.batch(3, 5).unwrap());
+        assert_ne!(a.batch(3, 5).unwrap(), c.batch(3, 5).unwrap());
+        assert_ne!(a.batch(3, 5).unwrap(), a.batch(4, 5).unwrap());
+        let batch = a.batch(0, 0).unwrap();
         assert_eq!(batch.image.len(), 3 * 8 * 8 * 4);
         assert_eq!(batch.label.len(), 3 * 8 * 8 * 4);
     }
@@ -429,9 +405,9 @@ mod tests {
     #[test]
     fn unaugmented_patches_are_exact_crops_with_matching_labels() {
         let cases = vec![case([20, 20, 12])];
-        let s = PatchSampler::new(cases.clone(), cfg([6, 5, 4], Augment::none()), 1).unwrap();
+        let s = sampler(&cases, cfg([6, 5, 4], Augment::none()), 1).unwrap();
         for step in 0..10 {
-            let b = s.batch(0, step);
+            let b = s.batch(0, step).unwrap();
             for n in 0..3 {
                 let img = &b.image[n * 120..(n + 1) * 120];
                 let lab = &b.label[n * 120..(n + 1) * 120];
@@ -450,11 +426,12 @@ mod tests {
     #[test]
     fn one_third_of_patches_are_centred_on_foreground() {
         let cases = vec![case([40, 40, 30])];
-        let s = PatchSampler::new(cases, cfg([4, 4, 4], Augment::none()), 3).unwrap();
+        let s = sampler(&cases, cfg([4, 4, 4], Augment::none()), 3).unwrap();
         // Every third sample is forced onto liver or tumor, so holds foreground; a random
         // 4³ patch of a 40×40×30 volume rarely does.
-        let with_fg =
-            (0..30).map(|step| s.batch(0, step)).flat_map(|b| b.label.chunks(64).map(|p| p.iter().any(|&l| l > 0)).collect::<Vec<_>>());
+        let with_fg = (0..30)
+            .map(|step| s.batch(0, step).unwrap())
+            .flat_map(|b| b.label.chunks(64).map(|p| p.iter().any(|&l| l > 0)).collect::<Vec<_>>());
         let count = with_fg.enumerate().filter(|&(i, fg)| {
             if i % 3 == 2 {
                 assert!(fg, "forced sample {i} has no foreground");
@@ -468,8 +445,8 @@ mod tests {
     #[test]
     fn patches_larger_than_the_volume_are_padded_with_the_minimum_and_label_0() {
         let cases = vec![case([4, 3, 2])];
-        let s = PatchSampler::new(cases, cfg([6, 6, 4], Augment::none()), 0).unwrap();
-        let b = s.batch(0, 0);
+        let s = sampler(&cases, cfg([6, 6, 4], Augment::none()), 0).unwrap();
+        let b = s.batch(0, 0).unwrap();
         let n = 6 * 6 * 4;
         // The volume holds 24 voxels; the remaining 120 are padding at the minimum (0.0).
         let img = &b.image[..n];
@@ -481,10 +458,10 @@ mod tests {
     fn rotation_and_flips_move_labels_with_the_image() {
         let cases = vec![case([20, 20, 12])];
         let aug = Augment { flip_probability: 0.5, rotate90: true, ..Augment::none() };
-        let s = PatchSampler::new(cases.clone(), cfg([6, 6, 4], aug), 9).unwrap();
+        let s = sampler(&cases, cfg([6, 6, 4], aug), 9).unwrap();
         let mut steps_along_axis0 = std::collections::BTreeSet::new();
         for step in 0..20 {
-            let b = s.batch(0, step);
+            let b = s.batch(0, step).unwrap();
             for patch in b.image.chunks(6 * 6 * 4) {
                 // Moving one voxel along the patch's first axis moves ±1 along i (value
                 // ±10000) unrotated, or ±1 along j (±100) after a quarter turn.
@@ -503,9 +480,9 @@ mod tests {
     fn noise_and_intensity_changes_stay_small() {
         let cases = vec![case([20, 20, 12])];
         let aug = Augment { noise_probability: 1.0, noise_std: 0.1, scale: 0.1, shift: 0.1, ..Augment::none() };
-        let plain = PatchSampler::new(cases.clone(), cfg([6, 6, 4], Augment::none()), 2).unwrap();
-        let noisy = PatchSampler::new(cases, cfg([6, 6, 4], aug), 2).unwrap();
-        let (a, b) = (plain.batch(0, 0), noisy.batch(0, 0));
+        let plain = sampler(&cases, cfg([6, 6, 4], Augment::none()), 2).unwrap();
+        let noisy = sampler(&cases, cfg([6, 6, 4], aug), 2).unwrap();
+        let (a, b) = (plain.batch(0, 0).unwrap(), noisy.batch(0, 0).unwrap());
         assert_eq!(a.label, b.label, "same draws choose the same patches");
         assert_ne!(a.image, b.image);
         for (x, y) in a.image.iter().zip(&b.image) {
@@ -516,10 +493,10 @@ mod tests {
     #[test]
     fn prefetcher_yields_the_sampler_batches_in_order_with_any_thread_count() {
         let cases = vec![case([20, 20, 12]), case([12, 16, 9])];
-        let s = Arc::new(PatchSampler::new(cases, cfg([8, 8, 4], Augment::default()), 11).unwrap());
-        let want: Vec<Batch> = (0..9).map(|step| s.batch(2, step)).collect();
+        let s = Arc::new(sampler(&cases, cfg([8, 8, 4], Augment::default()), 11).unwrap());
+        let want: Vec<Batch> = (0..9).map(|step| s.batch(2, step).unwrap()).collect();
         for (workers, depth) in [(1, 1), (3, 2), (4, 8)] {
-            let got: Vec<Batch> = Prefetcher::new(s.clone(), 2, 9, workers, depth).collect();
+            let got: Vec<Batch> = Prefetcher::new(s.clone(), 2, 9, workers, depth).collect::<Result<_>>().unwrap();
             assert_eq!(got, want, "{workers} workers, depth {depth}");
         }
         // Dropped early: the workers stop and the drop returns.

@@ -1,12 +1,17 @@
-//! The preprocessed-case cache: what is redone when, bad cases, interrupted runs.
+//! The preprocessed-case cache: what is redone when, bad cases, interrupted runs, and the
+//! cache as a training store read from disk, which must give what the cases loaded in
+//! memory give, bit for bit.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use lits_data::cache::{self, Cache, Event, Report};
-use lits_data::intensity::Intensity;
+use lits_data::intensity::{Intensity, Normaliser};
 use lits_data::nifti::{self, Geometry, ImageDtype};
+use lits_data::patch::{Augment, Batch, PatchConfig, PatchSampler, Prefetcher};
 use lits_data::preprocess::{PreprocessConfig, SpacingConfig};
+use lits_data::store::{self, StoreCase, StoreKind};
 use lits_data::{Image, Labels, Volume};
 use ndarray::Array3;
 
@@ -266,4 +271,155 @@ fn a_cached_array_altered_on_disk_is_refused_on_load_and_redone_by_the_next_buil
     assert_eq!((r.processed, r.unchanged), (vec![0], vec![1]));
     let (after, _) = Cache::open(out.path()).unwrap().load(0).unwrap();
     assert_eq!(after.data, before.data, "the case is back as it was prepared");
+}
+
+/// A normaliser that clips on both sides of the test cases' intensities (−20 … 82 HU), so
+/// padding, clipping and arithmetic all show in the values compared.
+fn clipping() -> Normaliser {
+    Normaliser { clip: Some([-10.0, 81.5]), shift: 3.0, scale: 7.0 }
+}
+
+/// Cases `ids` of the cache in `out`, as both stores open them.
+fn both_stores(out: &Path, ids: &[u32], n: Normaliser) -> (Vec<StoreCase>, Vec<StoreCase>) {
+    let c = Cache::open(out).unwrap();
+    let open = |kind| ids.iter().map(|&id| c.store_case(id, n, kind).unwrap()).collect::<Vec<_>>();
+    (open(StoreKind::Memory), open(StoreKind::Disk))
+}
+
+fn bits(a: &Array3<f32>) -> Vec<u32> {
+    a.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Starts along an axis of `n` voxels for a block of `p`: wholly before, across the first
+/// border, inside, across the last border, wholly after, one voxel either side of each.
+fn border_starts(n: usize, p: usize) -> Vec<i64> {
+    let (n, p) = (n as i64, p as i64);
+    let mut s: Vec<i64> = [-p - 1, -p, -p + 1, -1, 0, 1, n - p - 1, n - p, n - p + 1, n - 1, n, n + 1].into();
+    s.sort_unstable();
+    s.dedup();
+    s
+}
+
+#[test]
+fn disk_and_memory_stores_give_the_same_blocks_volumes_and_batches() {
+    let data = dataset(&[0, 1, 2]);
+    let out = tempfile::tempdir().unwrap();
+    // At the source spacing, so that the tumor voxel stays.
+    build(data.path(), &config(0.8, window()), out.path());
+    for n in [clipping(), Normaliser::IDENTITY] {
+        let (memory, disk) = both_stores(out.path(), &[0, 1, 2], n);
+        for (id, (m, d)) in memory.iter().zip(&disk).enumerate() {
+            assert!(d.is_on_disk() && !m.is_on_disk());
+            assert_eq!((d.shape(), d.foreground()), (m.shape(), m.foreground()));
+            // The recorded foreground is what the labels hold, and the padding is the
+            // normalised image's minimum, as the sampler always padded.
+            let whole = m.volume().unwrap();
+            assert_eq!(d.foreground(), &store::foreground_voxels(&whole.1.data)[..]);
+            assert!(d.foreground().iter().all(|v| !v.is_empty()), "case {id} has liver and tumor");
+            let min = whole.0.data.iter().copied().fold(f32::INFINITY, f32::min);
+            assert_eq!(d.pad_value().to_bits(), min.to_bits());
+            assert_eq!(m.pad_value().to_bits(), min.to_bits());
+            let from_disk = d.volume().unwrap();
+            assert!(bits(&from_disk.0.data) == bits(&whole.0.data), "case {id}: volumes differ");
+            assert_eq!(from_disk.1, whole.1);
+            assert_eq!((from_disk.0.spacing, from_disk.0.affine), (whole.0.spacing, whole.0.affine));
+
+            let shape = m.shape();
+            for size in [[1, 1, 1], [5, 4, 3], shape, [shape[0] + 3, shape[1] + 2, shape[2] + 1]] {
+                let starts: Vec<Vec<i64>> = (0..3).map(|a| border_starts(shape[a], size[a])).collect();
+                for &i in &starts[0] {
+                    for &j in &starts[1] {
+                        for &k in &starts[2] {
+                            let (mi, ml) = m.read_block([i, j, k], size).unwrap();
+                            let (di, dl) = d.read_block([i, j, k], size).unwrap();
+                            assert!(bits(&di) == bits(&mi) && dl == ml, "case {id}: block {size:?} at {:?} differs", [i, j, k]);
+                        }
+                    }
+                }
+            }
+        }
+        for seed in [0, 1, 7] {
+            // Patches that fit and patches larger than every case (padded on every side).
+            for patch in [[6, 6, 4], [28, 28, 12]] {
+                let cfg = PatchConfig { patch, batch_size: 4, foreground_fraction: 0.5, augment: Augment::default() };
+                let from_memory = PatchSampler::new(memory.clone(), cfg.clone(), seed).unwrap();
+                let from_disk = PatchSampler::new(disk.clone(), cfg, seed).unwrap();
+                for (epoch, step) in [(0, 0), (0, 1), (0, 5), (3, 2)] {
+                    let (a, b) = (from_memory.batch(epoch, step).unwrap(), from_disk.batch(epoch, step).unwrap());
+                    let f = |b: &Batch| b.image.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert!(
+                        f(&a) == f(&b) && a.label == b.label,
+                        "seed {seed}, patch {patch:?}, epoch {epoch} step {step}: batches differ"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_case_file_gone_or_cut_short_during_training_is_an_error_naming_it() {
+    let data = dataset(&[0, 1, 2]);
+    let out = tempfile::tempdir().unwrap();
+    build(data.path(), &config(1.6, window()), out.path());
+    let (_, disk) = both_stores(out.path(), &[0, 1, 2], clipping());
+    let cfg = PatchConfig { patch: [6, 6, 4], batch_size: 2, ..PatchConfig::default() };
+    // One sampler per case, so that every batch reads it.
+    let samplers: Vec<Arc<PatchSampler>> =
+        disk.iter().map(|c| Arc::new(PatchSampler::new(vec![c.clone()], cfg.clone(), 0).unwrap())).collect();
+    for s in &samplers {
+        s.batch(0, 0).unwrap();
+    }
+
+    let image0 = case_file(out.path(), 0, "image.npy");
+    let len = fs::metadata(&image0).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&image0).unwrap().set_len(len / 2).unwrap();
+    fs::remove_file(case_file(out.path(), 1, "image.npy")).unwrap();
+    fs::remove_file(case_file(out.path(), 2, "label.npy")).unwrap();
+    for (id, file) in [(0, "image.npy"), (1, "image.npy"), (2, "label.npy")] {
+        let path = case_file(out.path(), id, file).display().to_string();
+        let e = samplers[id as usize].batch(0, 1).unwrap_err().to_string();
+        assert!(e.contains(&path), "case {id}: {e}");
+        // Through the loader's threads: handed out in the batch's place, not a panic.
+        let mut loader = Prefetcher::new(samplers[id as usize].clone(), 0, 3, 2, 2);
+        let e = loader.next().unwrap().unwrap_err().to_string();
+        assert!(e.contains(&path), "case {id}: {e}");
+        let e = disk[id as usize].volume().unwrap_err().to_string();
+        assert!(e.contains(&path), "case {id}: {e}");
+    }
+    let e = disk[0].read_block([0; 3], [2; 3]).unwrap_err().to_string();
+    assert!(e.contains("changed during training"), "{e}");
+}
+
+#[test]
+fn a_store_whose_arrays_changed_since_they_were_cached_is_refused_naming_them() {
+    let data = dataset(&[0, 1]);
+    let out = tempfile::tempdir().unwrap();
+    build(data.path(), &config(1.6, window()), out.path());
+    let c = Cache::open(out.path()).unwrap();
+    let label = case_file(out.path(), 0, "label.npy");
+    let mut bytes = fs::read(&label).unwrap();
+    bytes.push(0);
+    fs::write(&label, &bytes).unwrap();
+    for kind in [StoreKind::Disk, StoreKind::Memory] {
+        let e = c.store_case(0, clipping(), kind).unwrap_err().to_string();
+        assert!(e.contains(&label.display().to_string()) && e.contains("changed since it was cached"), "{kind:?}: {e}");
+    }
+    assert!(c.store_case(1, clipping(), StoreKind::Disk).is_ok(), "the other case is untouched");
+
+    // A header of another shape, the file's size and time as recorded: refused all the same.
+    let image = case_file(out.path(), 1, "image.npy");
+    let before = fs::metadata(&image).unwrap();
+    let mut bytes = fs::read(&image).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"(12, 10, 8").unwrap();
+    bytes[at..at + 10].copy_from_slice(b"(10, 12, 8");
+    fs::write(&image, &bytes).unwrap();
+    fs::File::options().write(true).open(&image).unwrap().set_modified(before.modified().unwrap()).unwrap();
+    let e = c.store_case(1, clipping(), StoreKind::Disk).unwrap_err().to_string();
+    assert!(e.contains(&image.display().to_string()) && e.contains("(10, 12, 8)"), "{e}");
+
+    // The next build redoes the case whose size changed, and it opens again.
+    let r = build(data.path(), &config(1.6, window()), out.path());
+    assert_eq!(r.processed, vec![0]);
+    assert!(Cache::open(out.path()).unwrap().store_case(0, clipping(), StoreKind::Disk).is_ok());
 }

@@ -13,6 +13,7 @@ use lits_data::orient::{orientation_code, to_canonical};
 use lits_data::patch::{Augment, PatchConfig, PatchSampler};
 use lits_data::preprocess::{prepare_spacing, SpacingConfig};
 use lits_data::resample::{Alignment, LabelInterp};
+use lits_data::store::StoreCase;
 use lits_data::{Image, Labels, Volume};
 use ndarray::Array3;
 use proptest::prelude::*;
@@ -242,10 +243,10 @@ proptest! {
         }
         let case = (Volume::with_spacing(img.clone(), [1.0; 3]), Volume::with_spacing(lab.clone(), [1.0; 3]));
         let cfg = PatchConfig { patch, batch_size: 4, foreground_fraction: fraction, augment: Augment::none() };
-        let sampler = PatchSampler::new(vec![std::sync::Arc::new(case)], cfg, seed).unwrap();
+        let sampler = PatchSampler::new(vec![StoreCase::in_memory(std::sync::Arc::new(case)).unwrap()], cfg, seed).unwrap();
         let n: usize = patch.iter().product();
         for step in 0..3 {
-            let batch = sampler.batch(0, step);
+            let batch = sampler.batch(0, step).unwrap();
             prop_assert_eq!(batch.patch, patch);
             prop_assert_eq!((batch.image.len(), batch.label.len()), (4 * n, 4 * n));
             for (pi, pl) in batch.image.chunks(n).zip(batch.label.chunks(n)) {

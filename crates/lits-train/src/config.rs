@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use lits_data::patch::PatchConfig;
 use lits_data::preprocess::PreprocessConfig;
+use lits_data::store::StoreKind;
 use lits_data::synth::SynthConfig;
 use lits_data::Problems;
 use lits_model::inference::SlidingWindowConfig;
@@ -53,6 +54,13 @@ pub struct DataConfig {
     /// Folder for generated phantoms and preprocessed caches. `null`: `$LITS_CACHE_DIR`,
     /// else `$XDG_CACHE_HOME/lits`, else `~/.cache/lits`.
     pub cache_dir: Option<PathBuf>,
+    /// Where the training cases are kept: `disk` (read from the prepared-case cache a patch
+    /// at a time, held-out cases loaded one at a time to validate) or `memory` (every case
+    /// loaded when the run starts). Both give the same batches and weights. Not written when
+    /// `disk`, so a run's config hash (which its checkpoint records) is that of runs made
+    /// before the choice existed, and they resume.
+    #[serde(skip_serializing_if = "StoreKind::is_default")]
+    pub store: StoreKind,
 }
 
 /// How the validation cases are chosen.

@@ -1,5 +1,7 @@
 //! The cases a run trains and validates on: the dataset found (or synthetic phantoms made
-//! on first use), the split, and every case preprocessed and normalised in memory.
+//! on first use), the split, and every case preprocessed, then kept as a training store
+//! (`data.store`): read from the prepared-case cache a patch at a time, held-out cases
+//! loaded one at a time to validate, or every case normalised in memory.
 //!
 //! Preprocessing goes through a [`lits_data::cache`] kept in the cache folder, one per
 //! dataset folder and preprocessing config: the first run prepares every case of the folder
@@ -19,6 +21,7 @@ use rayon::prelude::*;
 use lits_data::cache;
 use lits_data::dataset::Split;
 use lits_data::preprocess::PreprocessConfig;
+use lits_data::store::StoreCase;
 use lits_data::{synth, Image, Labels};
 
 use crate::config::{SplitConfig, TrainConfig};
@@ -31,21 +34,34 @@ use crate::runlog::RunDir;
 pub struct ValCase {
     /// Case id as in the file names.
     pub id: u32,
-    /// Normalised image.
-    pub image: Image,
-    /// Labels on the same grid.
-    pub labels: Labels,
+    /// The case, in memory or in the cache.
+    pub case: StoreCase,
+}
+
+impl ValCase {
+    /// The normalised image and the labels: shared when the store holds them in memory,
+    /// else read from the cache, to be dropped once the case is validated.
+    pub fn load(&self) -> Result<Arc<(Image, Labels)>> {
+        Ok(self.case.volume()?)
+    }
 }
 
 /// Training and validation data of a run.
 #[derive(Debug)]
 pub struct TrainData {
-    /// Training cases (normalised image, labels).
-    pub train: Vec<Arc<(Image, Labels)>>,
+    /// Training cases, in the plan's order (patches are drawn by index into it).
+    pub train: Vec<StoreCase>,
     /// Held-out cases.
     pub val: Vec<ValCase>,
     /// How they were made (the run's `plans.json`).
     pub plan: Plan,
+}
+
+impl TrainData {
+    /// The shapes of the training cases.
+    pub fn train_shapes(&self) -> Vec<[usize; 3]> {
+        self.train.iter().map(StoreCase::shape).collect()
+    }
 }
 
 /// Where generated phantoms and caches go (see [`crate::config::DataConfig::cache_dir`]).
@@ -209,7 +225,8 @@ pub fn resolve_split(cfg: &TrainConfig, root: &Path, ids: &[u32]) -> Result<Spli
 }
 
 /// Prepares the cases `plan` names (through the prepared-case cache, redoing only what
-/// changed), resolves the normaliser from the training cases where the plan has none, and
+/// changed), resolves the normaliser from the training cases where the plan has none,
+/// opens the cases as the store `data.store` asks (loading them only for `memory`), and
 /// writes `split.json` and the resolved plan as `plans.json` into the run. Every bad case
 /// is reported, not just the first. Reads no folder listing and no header beyond the
 /// plan's.
@@ -228,37 +245,31 @@ pub fn prepare(cfg: &TrainConfig, mut plan: Plan, run: &RunDir) -> Result<TrainD
         let list: Vec<String> = report.failed.iter().map(|f| f.to_string()).collect();
         return Err(Error::invalid(&plan.dataset, format!("{} bad case(s):\n  {}", list.len(), list.join("\n  "))));
     }
-    let wanted: Vec<u32> = plan.cases.iter().map(|c| c.id).filter(|id| split.train.contains(id) || split.val.contains(id)).collect();
-    let prepared: Vec<(u32, Image, Labels)> = wanted
-        .par_iter()
-        .map(|&id| {
-            let (image, labels, _) = cache.load_raw(id)?;
-            Ok((id, image, labels))
-        })
-        .collect::<Result<_>>()?;
     if plan.normaliser.is_none() {
         let stats = cache.intensity_stats(&split.train)?;
         plan.normaliser = Some(cfg.preprocess.intensity().resolve(stats.as_ref())?);
         plan.intensity_stats = stats;
     }
-    drop(lock);
     let normaliser = plan.normaliser.ok_or_else(|| Error::invalid(run.plans(), "holds no normaliser"))?;
+    let wanted: Vec<u32> = plan.cases.iter().map(|c| c.id).filter(|id| split.train.contains(id) || split.val.contains(id)).collect();
+    let cases: Vec<(u32, StoreCase)> =
+        wanted.par_iter().map(|&id| Ok((id, cache.store_case(id, normaliser, cfg.data.store)?))).collect::<Result<_>>()?;
+    drop(lock);
     split.write(&run.split())?;
     lits_data::json::write(&run.plans(), &plan)?;
 
     let mut train = Vec::new();
     let mut val = Vec::new();
-    for (id, mut image, labels) in prepared {
-        normaliser.apply_image(&mut image);
+    for (id, case) in cases {
         if split.val.contains(&id) {
-            val.push(ValCase { id, image, labels });
+            val.push(ValCase { id, case });
         } else {
-            train.push(Arc::new((image, labels)));
+            train.push(case);
         }
     }
-    let shapes: Vec<[usize; 3]> = train.iter().map(|c| c.0.shape()).collect();
-    cfg.patches.validate(&shapes)?;
-    Ok(TrainData { train, val, plan })
+    let data = TrainData { train, val, plan };
+    cfg.patches.validate(&data.train_shapes())?;
+    Ok(data)
 }
 
 #[cfg(test)]

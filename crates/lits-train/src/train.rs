@@ -232,7 +232,7 @@ fn run_loop(
         let mut loader = Prefetcher::new(sampler.clone(), u64::from(epoch), steps, workers, 2 * workers);
         for step in 0..steps {
             let t0 = Instant::now();
-            let b = loader.next().ok_or(Error::Loader(step))?;
+            let b = loader.next().ok_or(Error::Loader(step))??;
             waited += t0.elapsed().as_secs_f64();
             let x = Tensor::from_slice(&b.image).view([batch, 1, pd, ph, pw]).to_device(device);
             let y = Tensor::from_slice(&b.label).view([batch, pd, ph, pw]).to_kind(Kind::Int64).to_device(device);
@@ -368,13 +368,16 @@ pub fn restore(vs: &mut nn::VarStore, opt: &mut Optimizer, _state: &TrainState, 
     opt.load_state(steps, &optim).map_err(|e| Error::invalid(path, e.to_string()))
 }
 
-/// Whole-volume validation with sliding-window inference on the held-out cases.
+/// Whole-volume validation with sliding-window inference on the held-out cases, one at a
+/// time: each is loaded (from the cache, with the disk store), scored and dropped before
+/// the next, so validation holds one case beside the network.
 pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Device) -> Result<Validation> {
     let mut cases = Vec::new();
     for case in &data.val {
-        let [d, h, w] = case.image.shape().map(|s| s as i64);
-        let data_slice = case
-            .image
+        let loaded = case.load()?;
+        let (image, labels) = (&loaded.0, &loaded.1);
+        let [d, h, w] = image.shape().map(|s| s as i64);
+        let data_slice = image
             .data
             .as_slice()
             .ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared image is not contiguous", case.id)))?;
@@ -382,8 +385,7 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
         let probs = tch::no_grad(|| inference::predict(net, &x, &cfg.validation.sliding_window))?;
         let pred = probs.argmax(0, false).to_kind(Kind::Uint8).to_device(Device::Cpu).flatten(0, -1);
         let pred = Vec::<u8>::try_from(&pred)?;
-        let labels = case
-            .labels
+        let labels = labels
             .data
             .as_slice()
             .ok_or_else(|| Error::invalid(&data.plan.dataset, format!("case {}: prepared labels are not contiguous", case.id)))?;
