@@ -9,7 +9,8 @@
 //! Every sample is drawn from its own random stream, derived from `(seed, epoch, index of
 //! the sample in the epoch)`, so a batch depends on nothing but those numbers: the same seed
 //! gives the same batches whatever the number of loader threads or the order they run in,
-//! and whether the cases are in memory or read from disk ([`crate::store`]).
+//! whether the cases are in memory or read from disk ([`crate::store`]), and however a
+//! batch is shared among data-parallel processes ([`PatchSampler::with_share`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::SeededRng;
 use crate::store::StoreCase;
-use crate::{Problems, Result};
+use crate::{Error, Problems, Result};
 
 /// The largest patch side a config may ask for (the original's 128 with room to grow;
 /// a batch of 512³ patches already needs tens of GB of activations).
@@ -137,7 +138,8 @@ pub struct Batch {
     pub image: Vec<f32>,
     /// Labels, shape `[B, D, H, W]`, row-major.
     pub label: Vec<u8>,
-    /// `B`.
+    /// `B`: the configured batch size, or this process's share of it
+    /// ([`PatchSampler::with_share`]).
     pub batch_size: usize,
     /// `[D, H, W]`.
     pub patch: [usize; 3],
@@ -149,6 +151,8 @@ pub struct PatchSampler {
     cases: Vec<StoreCase>,
     cfg: PatchConfig,
     seed: u64,
+    /// This process's share of each batch: (rank, world).
+    share: (usize, usize),
 }
 
 impl PatchSampler {
@@ -157,7 +161,26 @@ impl PatchSampler {
     pub fn new(cases: Vec<StoreCase>, cfg: PatchConfig, seed: u64) -> Result<Self> {
         let shapes: Vec<[usize; 3]> = cases.iter().map(StoreCase::shape).collect();
         cfg.validate(&shapes)?;
-        Ok(PatchSampler { cases, cfg, seed })
+        Ok(PatchSampler { cases, cfg, seed, share: (0, 1) })
+    }
+
+    /// The sampler of process `rank` of `world` data-parallel processes: its batches are
+    /// its `batch_size / world` consecutive samples of each global batch, so the processes
+    /// together draw exactly the samples one process would. A batch size that `world` does
+    /// not divide is refused.
+    pub fn with_share(mut self, rank: usize, world: usize) -> Result<Self> {
+        let b = self.cfg.batch_size;
+        if world == 0 || rank >= world {
+            return Err(Error::Config { field: "world".into(), msg: format!("rank {rank} of {world} processes does not exist") });
+        }
+        if !b.is_multiple_of(world) {
+            return Err(Error::Config {
+                field: "batch_size".into(),
+                msg: format!("{b} cannot be shared equally among {world} processes; make it a multiple of {world}"),
+            });
+        }
+        self.share = (rank, world);
+        Ok(self)
     }
 
     /// The configuration.
@@ -165,15 +188,18 @@ impl PatchSampler {
         &self.cfg
     }
 
-    /// Batch `step` of `epoch`: samples `step · B .. (step + 1) · B` of the epoch. A case
-    /// file that cannot be read is an error naming it.
+    /// Batch `step` of `epoch`: samples `step · B .. (step + 1) · B` of the epoch, or this
+    /// process's share of them (see [`PatchSampler::with_share`]). A case file that cannot
+    /// be read is an error naming it.
     pub fn batch(&self, epoch: u64, step: u64) -> Result<Batch> {
-        let b = self.cfg.batch_size;
+        let (rank, world) = self.share;
+        let per = self.cfg.batch_size / world;
+        let first = step * self.cfg.batch_size as u64 + (rank * per) as u64;
         let p = self.cfg.patch;
         let n: usize = p.iter().product();
-        let mut batch = Batch { image: vec![0.0; b * n], label: vec![0; b * n], batch_size: b, patch: p };
+        let mut batch = Batch { image: vec![0.0; per * n], label: vec![0; per * n], batch_size: per, patch: p };
         for (i, (img, lab)) in batch.image.chunks_exact_mut(n).zip(batch.label.chunks_exact_mut(n)).enumerate() {
-            self.sample_into(epoch, step * b as u64 + i as u64, img, lab)?;
+            self.sample_into(epoch, first + i as u64, img, lab)?;
         }
         Ok(batch)
     }
@@ -503,6 +529,28 @@ mod tests {
         let mut p = Prefetcher::new(s, 2, 1000, 3, 2);
         assert!(p.next().is_some());
         drop(p);
+    }
+
+    #[test]
+    fn shares_of_a_batch_are_its_samples_in_rank_order() {
+        let cases = vec![case([20, 20, 12]), case([12, 16, 9])];
+        let c = PatchConfig { batch_size: 6, ..cfg([8, 8, 4], Augment::default()) };
+        let whole = sampler(&cases, c.clone(), 5).unwrap();
+        let n = 8 * 8 * 4;
+        for world in [1, 2, 3, 6] {
+            let shares: Vec<PatchSampler> =
+                (0..world).map(|r| sampler(&cases, c.clone(), 5).unwrap().with_share(r, world).unwrap()).collect();
+            for step in [0, 7] {
+                let want = whole.batch(1, step).unwrap();
+                let got: Vec<Batch> = shares.iter().map(|s| s.batch(1, step).unwrap()).collect();
+                assert!(got.iter().all(|b| b.batch_size == 6 / world && b.image.len() == 6 / world * n));
+                assert_eq!(got.iter().flat_map(|b| b.image.clone()).collect::<Vec<_>>(), want.image, "{world} processes");
+                assert_eq!(got.iter().flat_map(|b| b.label.clone()).collect::<Vec<_>>(), want.label, "{world} processes");
+            }
+        }
+        let e = sampler(&cases, c.clone(), 5).unwrap().with_share(0, 4).unwrap_err().to_string();
+        assert!(e.contains("batch_size") && e.contains("4 processes"), "{e}");
+        assert!(sampler(&cases, c, 5).unwrap().with_share(2, 2).is_err());
     }
 
     #[test]
