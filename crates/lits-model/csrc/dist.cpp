@@ -6,6 +6,7 @@
 // Every entry point catches C++ exceptions: a peer that died or hung surfaces as an error
 // message, never as an exception crossing into Rust.
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -37,7 +38,7 @@ std::string first_lines(const std::exception& e) {
   return what;
 }
 
-std::string heartbeat_key(int rank) { return "lits/heartbeat/" + std::to_string(rank); }
+std::string heartbeat_key(const std::string& prefix, int rank) { return prefix + "lits/heartbeat/" + std::to_string(rank); }
 
 }  // namespace
 
@@ -47,7 +48,10 @@ struct LitsGroup {
   std::chrono::milliseconds timeout;
   std::string host;
   int port;
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  // Every key of this group goes under it (a launcher's store may serve restarts too).
+  std::string prefix;
+  c10::intrusive_ptr<c10d::TCPStore> tcp;
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   // A second connection to the store, for the heartbeat thread alone.
   c10::intrusive_ptr<c10d::TCPStore> beat_store;
@@ -102,12 +106,13 @@ struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
 
 extern "C" {
 
-// Joins the group: rank 0 hosts the TCPStore at `host:port` (on every address), the others
-// connect to it; Gloo binds `gloo_host` (the address this rank is reached at) or, when
+// Joins the group: rank 0 hosts the TCPStore at `host:port` (on every address) unless
+// `server` is false (a launcher such as torchrun hosts it), the others connect to it; every
+// key goes under `prefix`. Gloo binds `gloo_host` (the address this rank is reached at) or, when
 // `gloo_interface` is not empty, that network interface. Returns null and fills `err` on
 // failure (nobody listening within `timeout_ms`, a port taken, ...).
-LitsGroup* lits_group_new(const char* host, int port, int rank, int world, long timeout_ms, const char* gloo_host,
-                          const char* gloo_interface, char* err, size_t err_len) {
+LitsGroup* lits_group_new(const char* host, int port, int rank, int world, long timeout_ms, bool server, const char* prefix,
+                          const char* gloo_host, const char* gloo_interface, char* err, size_t err_len) {
   try {
     auto g = std::make_unique<LitsGroup>();
     g->rank = rank;
@@ -115,13 +120,15 @@ LitsGroup* lits_group_new(const char* host, int port, int rank, int world, long 
     g->timeout = std::chrono::milliseconds(timeout_ms);
     g->host = host;
     g->port = port;
+    g->prefix = prefix;
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<std::uint16_t>(port);
-    opts.isServer = rank == 0;
-    opts.numWorkers = world;
-    opts.waitWorkers = true;
+    opts.isServer = server && rank == 0;
+    opts.numWorkers = server ? std::optional<std::size_t>(world) : std::nullopt;
+    opts.waitWorkers = server;
     opts.timeout = g->timeout;
-    g->store = c10::make_intrusive<c10d::TCPStore>(g->host, opts);
+    g->tcp = c10::make_intrusive<c10d::TCPStore>(g->host, opts);
+    g->store = c10::make_intrusive<c10d::PrefixStore>(g->prefix, c10::static_intrusive_pointer_cast<c10d::Store>(g->tcp));
     c10d::TCPStoreOptions client = opts;
     client.isServer = false;
     client.waitWorkers = false;
@@ -136,12 +143,11 @@ LitsGroup* lits_group_new(const char* host, int port, int rank, int world, long 
       gopts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(gloo_host));
     }
     gopts->threads = 1;
-    auto store = c10::static_intrusive_pointer_cast<c10d::Store>(g->store);
-    g->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, gopts);
+    g->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, rank, world, gopts);
 
     LitsGroup* raw = g.get();
     raw->beat = std::thread([raw] {
-      auto key = heartbeat_key(raw->rank);
+      auto key = heartbeat_key(raw->prefix, raw->rank);
       std::unique_lock<std::mutex> lock(raw->beat_mutex);
       while (!raw->stopping) {
         try {
@@ -260,12 +266,12 @@ int lits_group_lost_ranks(LitsGroup* g, long wait_ms, int* out, int max) {
     client.timeout = std::chrono::milliseconds(2000);
     c10d::TCPStore store(g->host, client);
     std::vector<int64_t> before(g->world);
-    for (int r = 0; r < g->world; ++r) before[r] = store.add(heartbeat_key(r), 0);
+    for (int r = 0; r < g->world; ++r) before[r] = store.add(heartbeat_key(g->prefix, r), 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
     int n = 0;
     for (int r = 0; r < g->world; ++r) {
       if (r == g->rank) continue;
-      if (store.add(heartbeat_key(r), 0) == before[r]) {
+      if (store.add(heartbeat_key(g->prefix, r), 0) == before[r]) {
         if (n < max) out[n] = r;
         ++n;
       }

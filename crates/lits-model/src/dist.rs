@@ -32,6 +32,8 @@ extern "C" {
         rank: c_int,
         world: c_int,
         timeout_ms: c_long,
+        server: bool,
+        prefix: *const c_char,
         gloo_host: *const c_char,
         gloo_interface: *const c_char,
         err: *mut c_char,
@@ -69,6 +71,12 @@ pub struct JoinOptions {
     /// Network interface Gloo binds (`GLOO_SOCKET_IFNAME`); by default the address this
     /// host reaches `master_addr` from.
     pub interface: Option<String>,
+    /// Whether a launcher already serves the store at `master_addr:master_port` (torchrun:
+    /// `TORCHELASTIC_USE_AGENT_STORE=True`); otherwise rank 0 serves it.
+    pub launcher_store: bool,
+    /// The launcher's attempt (torchrun's `TORCHELASTIC_RESTART_COUNT`): keys of an attempt
+    /// never meet those of an earlier one in the launcher's store.
+    pub attempt: u32,
 }
 
 /// A joined process group (see the module docs).
@@ -120,6 +128,7 @@ impl Group {
         let host = c_string("MASTER_ADDR", &opts.master_addr)?;
         let gloo_host = c_string("the local address", &gloo_host)?;
         let iface = c_string("GLOO_SOCKET_IFNAME", opts.interface.as_deref().unwrap_or(""))?;
+        let prefix = c_string("the store prefix", &format!("/worker/attempt_{}/", opts.attempt))?;
         let mut err = vec![0 as c_char; ERR_LEN];
         // SAFETY: every pointer is valid for the call; the shim copies the strings.
         let raw = unsafe {
@@ -129,6 +138,8 @@ impl Group {
                 opts.rank as c_int,
                 opts.world as c_int,
                 opts.timeout.as_millis().min(c_long::MAX as u128) as c_long,
+                !opts.launcher_store,
+                prefix.as_ptr(),
                 gloo_host.as_ptr(),
                 iface.as_ptr(),
                 err.as_mut_ptr(),
@@ -348,6 +359,8 @@ mod tests {
             world: 1,
             timeout: Duration::from_secs(30),
             interface: None,
+            launcher_store: false,
+            attempt: 0,
         })
         .unwrap();
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
@@ -377,6 +390,8 @@ mod tests {
                 world: 2,
                 timeout: Duration::from_secs(20),
                 interface: None,
+                launcher_store: false,
+                attempt: 0,
             })
             .unwrap()
         };

@@ -8,8 +8,11 @@
 //! Both take logits `[N, C, D, H, W]` and integer labels `[N, D, H, W]` and return a scalar.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use tch::{Kind, Reduction, Tensor};
 
+use crate::dist::Group;
 use crate::error::{Error, Result};
 
 /// Smoothing constant of the original focal loss and of MONAI's Dice loss.
@@ -124,6 +127,8 @@ pub struct DiceCeLoss {
     weights: Option<Vec<f64>>,
     batch: bool,
     include_background: bool,
+    /// The data-parallel group whose ranks' batches make up the batch (see [`DiceCeLoss::across`]).
+    group: Option<Arc<Group>>,
 }
 
 impl DiceCeLoss {
@@ -137,7 +142,7 @@ impl DiceCeLoss {
 
     /// Dice + cross-entropy with every class weighted 1.
     pub fn unweighted() -> Self {
-        DiceCeLoss { weights: None, batch: false, include_background: true }
+        DiceCeLoss { weights: None, batch: false, include_background: true, group: None }
     }
 
     /// [`DiceCeLoss::new`] returning an error for weights that cannot work.
@@ -145,7 +150,7 @@ impl DiceCeLoss {
         if let Some(w) = class_weights {
             check_weights(w)?;
         }
-        Ok(DiceCeLoss { weights: class_weights.map(<[f64]>::to_vec), batch: false, include_background: true })
+        Ok(DiceCeLoss { weights: class_weights.map(<[f64]>::to_vec), batch: false, include_background: true, group: None })
     }
 
     /// Sums Dice's intersection and volumes over the whole batch before dividing (nnU-Net's
@@ -159,6 +164,16 @@ impl DiceCeLoss {
     /// it, the class weights from the second on weight the Dice terms, as in MONAI.
     pub fn include_background(mut self, on: bool) -> Self {
         self.include_background = on;
+        self
+    }
+
+    /// Makes the loss that of the batch every rank of `group` holds a share of: batch Dice's
+    /// sums and the class-weighted cross-entropy's numerator and denominator are summed over
+    /// the ranks by a differentiable all-reduce (as nnU-Net gathers batch Dice's terms), so
+    /// that N ranks train as one process on their batches together. (Per-sample Dice and an
+    /// unweighted mean need nothing: equal shares average to the whole.)
+    pub fn across(mut self, group: Option<Arc<Group>>) -> Self {
+        self.group = group;
         self
     }
 
@@ -178,6 +193,12 @@ impl DiceCeLoss {
     /// - `target`: `[N, D, H, W]` Int64 with values in `0..C`
     /// - returns: a scalar of the logits' kind
     pub fn forward(&self, logits: &Tensor, target: &Tensor) -> Tensor {
+        self.f_forward(logits, target).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`DiceCeLoss::forward`], with the error of a failed collective when the loss spans
+    /// ranks ([`DiceCeLoss::across`]); never fails otherwise.
+    pub fn f_forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
         let kind = logits.kind();
         let c = logits.size()[1];
         let weight = self.weights.as_ref().map(|w| Tensor::from_slice(w).to_kind(kind).to_device(logits.device()));
@@ -191,15 +212,33 @@ impl DiceCeLoss {
         // Spatial axes, and the batch axis too for batch Dice.
         let reduce: Vec<i64> = (0..logits.dim() as i64).filter(|&a| a >= 2 || (a == 0 && self.batch)).collect();
         let reduce = &reduce[..];
-        let tp = (&p * &y).sum_dim_intlist(reduce, false, kind);
-        let denom = p.sum_dim_intlist(reduce, false, kind) + y.sum_dim_intlist(reduce, false, kind);
+        let mut tp = (&p * &y).sum_dim_intlist(reduce, false, kind);
+        let mut denom = p.sum_dim_intlist(reduce, false, kind) + y.sum_dim_intlist(reduce, false, kind);
+        if let (Some(g), true) = (&self.group, self.batch) {
+            let k = tp.size()[0];
+            let both = g.all_reduce_autograd(&Tensor::cat(&[&tp, &denom], 0))?;
+            tp = both.narrow(0, 0, k);
+            denom = both.narrow(0, k, k);
+        }
         let mut dice = (tp * 2.0 + SMOOTH) / (denom + SMOOTH);
         dice = dice.ones_like() - dice;
         if let Some(w) = &dice_weight {
             dice *= w;
         }
-        let ce = logits.cross_entropy_loss(target, weight.as_ref(), Reduction::Mean, -100, 0.0);
-        dice.mean(kind) + ce
+        let ce = match (&self.group, &weight) {
+            // PyTorch's weighted mean, Σ w_y · ce / Σ w_y, with both sums over every rank.
+            (Some(g), Some(w)) => {
+                let num = logits.cross_entropy_loss(target, Some(w), Reduction::Sum, -100, 0.0);
+                let den = w.index_select(0, &target.flatten(0, -1)).sum(kind);
+                // Every rank's loss is the whole batch's; averaging the ranks' gradients
+                // (each carrying the sum over the ranks through the all-reduce) gives its
+                // gradient, as one process would.
+                let both = g.all_reduce_autograd(&Tensor::stack(&[num, den], 0))?;
+                both.get(0) / both.get(1)
+            }
+            _ => logits.cross_entropy_loss(target, weight.as_ref(), Reduction::Mean, -100, 0.0),
+        };
+        Ok(dice.mean(kind) + ce)
     }
 }
 
@@ -273,6 +312,23 @@ impl Loss {
         match self {
             Loss::Focal(l) => l.forward(logits, target),
             Loss::DiceCe(l) => l.forward(logits, target),
+        }
+    }
+
+    /// The loss of the batch the ranks of `group` share (see [`DiceCeLoss::across`]; the
+    /// focal loss is a plain mean and needs nothing).
+    pub fn across(self, group: Option<Arc<Group>>) -> Self {
+        match self {
+            Loss::DiceCe(l) => Loss::DiceCe(l.across(group)),
+            focal => focal,
+        }
+    }
+
+    /// [`Loss::forward`], with the error of a failed collective (see [`Loss::across`]).
+    pub fn f_forward(&self, logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+        match self {
+            Loss::Focal(l) => Ok(l.forward(logits, target)),
+            Loss::DiceCe(l) => l.f_forward(logits, target),
         }
     }
 }

@@ -14,6 +14,7 @@ use lits_model::inference::SlidingWindowConfig;
 use lits_model::loss::LossConfig;
 use lits_model::UNetConfig;
 
+use crate::dist::DistConfig;
 use crate::error::{Error, Result};
 use crate::optim::OptimizerConfig;
 use crate::schedule::ScheduleConfig;
@@ -177,6 +178,10 @@ pub struct TrainConfig {
     pub best_by: BestBy,
     /// Optional early stop.
     pub early_stop: Option<EarlyStopConfig>,
+    /// How the ranks of a data-parallel run work together (see [`crate::dist`]). Not
+    /// written when default, so the config hash of runs made before it existed is kept.
+    #[serde(skip_serializing_if = "DistConfig::is_default")]
+    pub distributed: DistConfig,
 }
 
 impl Default for TrainConfig {
@@ -200,6 +205,7 @@ impl Default for TrainConfig {
             validation: ValidationConfig::default(),
             best_by: BestBy::ValDice,
             early_stop: None,
+            distributed: DistConfig::default(),
         }
     }
 }
@@ -264,6 +270,7 @@ impl TrainConfig {
         p.under("preprocess", |p| self.preprocess.check(p));
         p.under("patches", |p| self.patches.check(p));
         p.under("validation.sliding_window", |p| self.validation.sliding_window.check(p));
+        p.under("distributed", |p| self.distributed.check(p));
         if self.data.dir.is_none() {
             p.under("data.synth", |p| self.data.synth.check(p));
         }

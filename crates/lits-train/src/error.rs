@@ -45,6 +45,9 @@ pub enum Error {
     /// The patch loader ended before the epoch's last step.
     #[error("the patch loader stopped after {0} of the epoch's steps")]
     Loader(u64),
+    /// Ranks of a data-parallel run that failed (named, with how they ended).
+    #[error("{0}")]
+    RankFailed(String),
     /// From the data layer.
     #[error(transparent)]
     Data(#[from] lits_data::Error),

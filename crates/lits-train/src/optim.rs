@@ -144,6 +144,16 @@ impl Optimizer {
         self.steps
     }
 
+    /// Sets the count of updates taken (a rank handed rank 0's state).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    /// The trainable variables, in name order (the order gradients are averaged in).
+    pub fn params(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
     /// Sets every gradient to zero (`set_to_none` semantics are not needed: the next
     /// backward pass accumulates into zeros, as `zero_grad(set_to_none=False)`).
     pub fn zero_grad(&mut self) {

@@ -79,6 +79,16 @@ pub struct Validation {
     pub cases: Vec<(u32, f64, f64)>,
 }
 
+impl Validation {
+    /// The means of per-case scores `(id, liver Dice, tumor Dice)`.
+    pub fn from_cases(cases: Vec<(u32, f64, f64)>) -> Self {
+        let n = cases.len().max(1) as f64;
+        let liver_dice = cases.iter().map(|c| c.1).sum::<f64>() / n;
+        let tumor_dice = cases.iter().map(|c| c.2).sum::<f64>() / n;
+        Validation { liver_dice, tumor_dice, mean_dice: (liver_dice + tumor_dice) / 2.0, cases }
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -110,6 +120,10 @@ pub struct TimingRecord {
     pub loader_wait_seconds: f64,
     /// Unix time in milliseconds at the end of the epoch.
     pub timestamp_ms: i64,
+    /// Peak resident memory of this process during the epoch (training and validation), in
+    /// bytes, where the system reports it (rank 0's in a data-parallel run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_resident_bytes: Option<u64>,
 }
 
 /// Keeps only the records of epochs up to `epoch` (a resumed run drops what the killed

@@ -5,12 +5,15 @@ use crate::config::TrainConfig;
 use crate::runlog::{EpochRecord, RunDir, TimingRecord};
 use lits_tracking::{config_hash, flatten_params, git_commit, standard_tags, RunStatus, Tracker, TrackingConfig};
 
-/// Starts tracking the run (never fails: problems become warnings).
-pub fn start(run: &RunDir, cfg: &TrainConfig, t: &TrackingConfig) -> Tracker {
+/// Starts tracking the run (never fails: problems become warnings); `world_size`, the
+/// number of data-parallel processes, is a param beside the config's.
+pub fn start(run: &RunDir, cfg: &TrainConfig, t: &TrackingConfig, world_size: usize) -> Tracker {
     let value = serde_json::to_value(cfg).expect("configs serialise");
     let commit = std::env::current_dir().ok().and_then(|d| git_commit(&d));
     let tags = standard_tags(commit.as_deref(), &config_hash(&value));
-    Tracker::start(&run.root, t, &tags, &flatten_params(&value))
+    let mut params = flatten_params(&value);
+    params.push(("world_size".to_owned(), world_size.to_string()));
+    Tracker::start(&run.root, t, &tags, &params)
 }
 
 /// Sends one epoch's metrics (the same values as `metrics.jsonl`, plus speed).

@@ -23,6 +23,7 @@ use lits_model::UNet3d;
 use crate::checkpoint;
 use crate::config::{BestBy, TrainConfig};
 use crate::data::{self, TrainData};
+use crate::dist::Ranks;
 use crate::error::{Error, Result};
 use crate::failpoint::{self, Point};
 use crate::optim::Optimizer;
@@ -53,6 +54,14 @@ pub struct TrainState {
     pub config_sha256: String,
     /// Whether training stopped early.
     pub stopped_early: bool,
+    /// Processes the run trains with (data-parallel ranks); a resume must use as many,
+    /// since each rank's share of every batch depends on it.
+    #[serde(default = "one_rank")]
+    pub world_size: u32,
+}
+
+fn one_rank() -> u32 {
+    1
 }
 
 impl TrainState {
@@ -68,6 +77,7 @@ impl TrainState {
             seed: cfg.seed,
             config_sha256,
             stopped_early: false,
+            world_size: 1,
         }
     }
 }
@@ -81,6 +91,81 @@ pub struct RunOptions {
     pub stop_after: Option<u32>,
     /// Experiment tracking.
     pub tracking: Option<lits_tracking::TrackingConfig>,
+    /// The group of a data-parallel run (see [`crate::dist`]); `None` with one process.
+    pub ranks: Option<Ranks>,
+}
+
+/// The world size of `opts` (1 without a group).
+fn world_of(opts: &RunOptions) -> u32 {
+    opts.ranks.as_ref().map_or(1, |r| r.launch.world as u32)
+}
+
+/// Refuses a global batch that the ranks cannot share equally.
+fn check_world(cfg: &TrainConfig, opts: &RunOptions) -> Result<()> {
+    let world = world_of(opts) as usize;
+    if !cfg.patches.batch_size.is_multiple_of(world) {
+        return Err(Error::config(
+            "patches.batch_size",
+            format!(
+                "{} patches cannot be shared equally by {world} processes (it is the global batch, split among the ranks)",
+                cfg.patches.batch_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Store keys through which rank 0 hands the run to the other ranks.
+const KEY_CONFIG: &str = "lits/run/config";
+const KEY_STATE: &str = "lits/run/state";
+const KEY_PLAN: &str = "lits/run/plan";
+
+/// What every rank's preparation must agree on: the split and the normaliser.
+fn plan_digest(data: &TrainData) -> Result<Vec<u8>> {
+    let key = (&data.plan.split, &data.plan.normaliser);
+    lits_data::json::to_vec(&key).map_err(|e| Error::config("plan", e))
+}
+
+/// Rank 0: hands the resolved config, the state and the plan's digest to the other ranks.
+fn publish(ranks: &Ranks, cfg: &TrainConfig, state: &TrainState, data: &TrainData) -> Result<()> {
+    let g = &ranks.group;
+    g.set(KEY_CONFIG, &lits_data::json::to_vec(cfg).map_err(|e| Error::config("config", e))?)?;
+    g.set(KEY_STATE, &lits_data::json::to_vec(state).map_err(Error::Checkpoint)?)?;
+    g.set(KEY_PLAN, &plan_digest(data)?)?;
+    Ok(())
+}
+
+/// A rank other than 0: takes the run rank 0 started or resumed (its config and state
+/// through the store, its weights and optimiser state by broadcast), prepares the cases in
+/// this host's cache into a scratch folder that is removed at the end, checks that its
+/// split and normaliser are rank 0's, and trains its share of every batch. It writes
+/// nothing of the run.
+pub fn follow(opts: &RunOptions) -> Result<Summary> {
+    let ranks = opts.ranks.as_ref().ok_or_else(|| Error::config("ranks", "following needs a group"))?;
+    let g = &ranks.group;
+    let cfg: TrainConfig = lits_data::json::from_slice(&g.get(KEY_CONFIG)?)
+        .map_err(|e| Error::config("config", format!("rank 0's config does not parse here: {e}")))?;
+    let state: TrainState = lits_data::json::from_slice(&g.get(KEY_STATE)?)
+        .map_err(|e| Error::Checkpoint(format!("rank 0's training state does not parse here: {e}")))?;
+    cfg.validate()?;
+    check_world(&cfg, opts)?;
+    configure_backend(&cfg)?;
+    let scratch = tempfile::Builder::new().prefix("lits-rank-").tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let run = RunDir::new(scratch.path());
+    let data = data::prepare(&cfg, plan::plan(&cfg)?, &run)?;
+    let theirs = g.get(KEY_PLAN)?;
+    if plan_digest(&data)? != theirs {
+        return Err(Error::invalid(
+            &data.plan.dataset,
+            format!(
+                "rank {} finds another split or intensity normaliser than rank 0: every host must hold the same dataset at the same path (rank 0: {}, here: {})",
+                ranks.launch.rank,
+                String::from_utf8_lossy(&theirs),
+                String::from_utf8_lossy(&plan_digest(&data)?)
+            ),
+        ));
+    }
+    run_loop(cfg, run, data, state, None, opts)
 }
 
 /// What a finished (or paused) run reports.
@@ -102,6 +187,7 @@ pub struct Summary {
 pub fn train(mut cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     cfg.absolutize_paths()?;
     cfg.validate()?;
+    check_world(&cfg, opts)?;
     prepare_run_dir(run_dir)?;
     let run = RunDir::new(run_dir);
     // A run that fails before its first step leaves nothing behind.
@@ -112,7 +198,7 @@ pub fn train(mut cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<
             return Err(e);
         }
     };
-    let state = TrainState::fresh(&cfg, seed::sha256_json(&cfg));
+    let state = TrainState { world_size: world_of(opts), ..TrainState::fresh(&cfg, seed::sha256_json(&cfg)) };
     run_loop(cfg, run, data, state, None, opts)
 }
 
@@ -133,9 +219,19 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
         if c.state.config_sha256 != config_sha256 {
             return Err(Error::invalid(&ckpt_path, "belongs to another configuration than config.json"));
         }
+        if c.state.world_size != world_of(opts) {
+            let w = c.state.world_size;
+            return Err(Error::invalid(
+                &ckpt_path,
+                format!(
+                    "was trained by {w} process(es), this resume has {}: resume with `--nproc {w}` (or WORLD_SIZE={w}), since each rank's share of every batch depends on it",
+                    world_of(opts)
+                ),
+            ));
+        }
         (c.state, Some(c.tensors))
     } else {
-        (TrainState::fresh(&cfg, config_sha256), None)
+        (TrainState { world_size: world_of(opts), ..TrainState::fresh(&cfg, config_sha256) }, None)
     };
     runlog::truncate_after::<EpochRecord>(&run.metrics(), state.epochs_done, |r| r.epoch)?;
     runlog::truncate_after::<TimingRecord>(&run.timing(), state.epochs_done, |r| r.epoch)?;
@@ -196,21 +292,40 @@ fn run_loop(
     resume_tensors: Option<Vec<(String, Tensor)>>,
     opts: &RunOptions,
 ) -> Result<Summary> {
-    let device = cfg.torch_device()?;
+    let ranks = opts.ranks.as_ref();
+    // Rank 0 (or the only process) writes the run's records; the others write nothing.
+    let main = ranks.is_none_or(Ranks::is_main);
+    let (rank, world) = ranks.map_or((0, 1), |r| (r.launch.rank, r.launch.world));
+    let device = match (cfg.torch_device()?, ranks) {
+        // One GPU per local rank, as torchrun's LOCAL_RANK intends.
+        (Device::Cuda(_), Some(r)) => Device::Cuda(r.launch.local_rank),
+        (d, _) => d,
+    };
     // The initial weights come from the seed too.
     tch::manual_seed(seed::derive(cfg.seed, seed::Stream::Init, 0) as i64);
     let mut vs = nn::VarStore::new(device);
-    let net = UNet3d::new(&vs.root(), &cfg.model);
+    let mut net = UNet3d::new(&vs.root(), &cfg.model);
+    if cfg.distributed.sync_batch_norm {
+        net.sync_batch_norm(ranks.map(|r| r.group.clone()));
+    }
     let mut optimizer = Optimizer::new(&vs, cfg.optimizer.clone());
     if let Some(tensors) = resume_tensors {
         restore(&mut vs, &mut optimizer, &state, &tensors, &run.last_checkpoint())?;
     }
-    let loss_fn = cfg.loss.build()?;
-    let sampler = Arc::new(PatchSampler::new(data.train.clone(), cfg.patches.clone(), cfg.seed)?);
-    let tracker = opts.tracking.as_ref().map(|t| crate::tracking_glue::start(&run, &cfg, t));
+    if let Some(r) = ranks {
+        if main {
+            publish(r, &cfg, &state, &data)?;
+        }
+        // Every rank starts from rank 0's weights and optimiser state.
+        broadcast_state(r, &vs, &mut optimizer)?;
+    }
+    let loss_fn = cfg.loss.build()?.across(ranks.map(|r| r.group.clone()));
+    let sampler = Arc::new(PatchSampler::new(data.train.clone(), cfg.patches.clone(), cfg.seed)?.with_share(rank, world)?);
+    let tracker = if main { opts.tracking.as_ref().map(|t| crate::tracking_glue::start(&run, &cfg, t, world)) } else { None };
 
     let steps = u64::from(cfg.steps_per_epoch);
-    let batch = cfg.patches.batch_size as i64;
+    let global_batch = cfg.patches.batch_size as i64;
+    let batch = global_batch / world as i64;
     let [pd, ph, pw] = cfg.patches.patch.map(|p| p as i64);
     let mut progress = Progress::new(opts.progress, cfg.epochs, steps);
     let mut records = lits_data::json::read_lines::<EpochRecord>(&run.metrics())?;
@@ -222,8 +337,9 @@ fn run_loop(
             break;
         }
         let epoch = state.epochs_done;
-        tch::manual_seed(seed::derive(cfg.seed, seed::Stream::Torch, u64::from(epoch)) as i64);
+        tch::manual_seed(torch_seed(cfg.seed, epoch, rank));
         let lr = state.schedule.lr_for_epoch(epoch);
+        crate::memory::reset_peak();
         let started = Instant::now();
         let mut waited = 0.0f64;
         let mut loss_sum = 0.0f64;
@@ -238,16 +354,30 @@ fn run_loop(
             let y = Tensor::from_slice(&b.label).view([batch, pd, ph, pw]).to_kind(Kind::Int64).to_device(device);
             optimizer.zero_grad();
             let logits = net.forward_t(&x, true);
-            let loss = loss_fn.forward(&logits, &y);
-            loss.backward();
+            if let Some(e) = net.take_sync_failure() {
+                return Err(e.into());
+            }
+            let loss = loss_fn.f_forward(&logits, &y)?;
+            let mut l = match (loss.f_backward(), ranks) {
+                (Ok(()), _) => loss.double_value(&[]),
+                // A collective inside backward (SyncBatchNorm) failed.
+                (Err(e), Some(r)) => return Err(r.group.explain("backward", &e.to_string()).into()),
+                (Err(e), None) => return Err(e.into()),
+            };
+            if let Some(r) = ranks {
+                r.group.average_gradients(&optimizer.params())?;
+                // The loss of the whole batch: the mean of the ranks' equal shares.
+                let t = Tensor::from_slice(&[l]);
+                r.group.all_reduce_sum(&[&t])?;
+                l = t.double_value(&[0]) / world as f64;
+            }
             optimizer.step(lr);
-            let l = loss.double_value(&[]);
             if !l.is_finite() {
                 return Err(Error::Diverged { epoch: epoch + 1, step, loss: l });
             }
             loss_sum += l;
             state.global_step += 1;
-            progress.step(step + 1, l, started.elapsed().as_secs_f64(), (step + 1) * batch as u64);
+            progress.step(step + 1, l, started.elapsed().as_secs_f64(), (step + 1) * global_batch as u64);
             failpoint::check(Point::Step(epoch + 1, step + 1));
         }
         drop(loader);
@@ -255,11 +385,16 @@ fn run_loop(
         let train_loss = loss_sum / steps as f64;
         state.schedule.end_epoch(epoch, train_loss);
         state.epochs_done = epoch + 1;
+        if let Some(r) = ranks {
+            // BatchNorm's running statistics are rank 0's, as DDP's `broadcast_buffers`
+            // makes them: the checkpoint holds them, and every rank validates with them.
+            broadcast_buffers(r, &vs)?;
+        }
 
         let val_started = Instant::now();
         let is_last = state.epochs_done == cfg.epochs;
         let val = if state.epochs_done.is_multiple_of(cfg.validation.every) || is_last {
-            Some(validate(&net, &data, &cfg, device)?)
+            Some(validate_ranks(&net, &data, &cfg, device, ranks)?)
         } else {
             None
         };
@@ -276,7 +411,9 @@ fn run_loop(
             let improved = state.best.is_none_or(|(b, _)| s > b);
             if improved {
                 state.best = Some((s, state.epochs_done));
-                lits_model::weights::save_safetensors(&vs, &run.best_weights())?;
+                if main {
+                    lits_model::weights::save_safetensors(&vs, &run.best_weights())?;
+                }
             }
             if val.is_some() {
                 state.stale_validations = if improved { 0 } else { state.stale_validations + 1 };
@@ -287,36 +424,105 @@ fn run_loop(
         }
 
         let record = EpochRecord { epoch: state.epochs_done, step: state.global_step, lr, train_loss, val: val.clone() };
-        lits_data::json::append_line(&run.metrics(), &record)?;
         let timing = TimingRecord {
             epoch: state.epochs_done,
             train_seconds,
             val_seconds,
-            patches_per_second: (steps * batch as u64) as f64 / train_seconds.max(1e-9),
+            patches_per_second: (steps * global_batch as u64) as f64 / train_seconds.max(1e-9),
             loader_wait_seconds: waited,
             timestamp_ms: lits_tracking::now_ms(),
+            peak_resident_bytes: crate::memory::peak_resident_bytes(),
         };
-        lits_data::json::append_line(&run.timing(), &timing)?;
-        lits_model::weights::save_safetensors(&vs, &run.last_weights())?;
-        save_checkpoint(&vs, &optimizer, &state, &run.last_checkpoint())?;
+        if main {
+            lits_data::json::append_line(&run.metrics(), &record)?;
+            lits_data::json::append_line(&run.timing(), &timing)?;
+            lits_model::weights::save_safetensors(&vs, &run.last_weights())?;
+            save_checkpoint(&vs, &optimizer, &state, &run.last_checkpoint())?;
+        }
         failpoint::check(Point::EpochEnd(state.epochs_done));
         records.push(record.clone());
-        runlog::plot(&run, &records)?;
+        if main {
+            runlog::plot(&run, &records)?;
+        }
         if let Some(t) = &tracker {
             crate::tracking_glue::log_epoch(t, &record, &timing);
         }
-        progress.end_epoch(&record, &timing);
+        if main {
+            progress.end_epoch(&record, &timing);
+        }
         if val.is_some() {
             last_validation = val;
         }
         ran_here += 1;
     }
     progress.finish();
+    if let Some(r) = ranks {
+        // Rank 0 serves the store: it leaves only once every rank is done with it.
+        r.group.barrier()?;
+    }
     let finished = state.epochs_done == cfg.epochs || state.stopped_early;
     if let Some(t) = tracker {
         crate::tracking_glue::finish(t, &run, finished);
     }
     Ok(Summary { run_dir: run.root.clone(), epochs_done: state.epochs_done, finished, last_validation, best: state.best })
+}
+
+/// libtorch's seed for `epoch` (dropout): rank 0's is a one-process run's, the others'
+/// derive from it and the rank, so ranks draw different masks.
+fn torch_seed(master: u64, epoch: u32, rank: usize) -> i64 {
+    let s = seed::derive(master, seed::Stream::Torch, u64::from(epoch));
+    (if rank == 0 { s } else { seed::derive(s, seed::Stream::Torch, rank as u64) }) as i64
+}
+
+/// The model's variables in name order.
+fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Every rank takes rank 0's variables, optimiser state and step count.
+fn broadcast_state(ranks: &Ranks, vs: &nn::VarStore, opt: &mut Optimizer) -> Result<()> {
+    let g = &ranks.group;
+    tch::no_grad(|| -> Result<()> {
+        for (_, t) in named_variables(vs).iter().chain(opt.state_tensors().iter()) {
+            g.broadcast(t, 0)?;
+        }
+        Ok(())
+    })?;
+    let steps = Tensor::from_slice(&[opt.steps() as i64]);
+    g.broadcast(&steps, 0)?;
+    opt.set_steps(steps.int64_value(&[0]) as u64);
+    Ok(())
+}
+
+/// Every rank takes rank 0's buffers (BatchNorm running statistics and batch counts).
+fn broadcast_buffers(ranks: &Ranks, vs: &nn::VarStore) -> Result<()> {
+    tch::no_grad(|| {
+        for (_, t) in named_variables(vs).iter().filter(|(_, t)| !t.requires_grad()) {
+            ranks.group.broadcast(t, 0)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`validate`] with the held-out cases shared among the ranks (case `i` on rank
+/// `i mod world`), the scores gathered by a sum so that every rank has all of them.
+fn validate_ranks(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Device, ranks: Option<&Ranks>) -> Result<Validation> {
+    let Some(r) = ranks else { return validate(net, data, cfg, device) };
+    let (rank, world) = (r.launch.rank, r.launch.world);
+    let mine = validate_cases(net, data, cfg, device, |i| i % world == rank)?;
+    let n = data.val.len();
+    let mut scores = vec![0.0f64; 2 * n];
+    for (i, (liver, tumor)) in (0..n).filter(|i| i % world == rank).zip(mine) {
+        scores[2 * i] = liver;
+        scores[2 * i + 1] = tumor;
+    }
+    let t = Tensor::from_slice(&scores);
+    r.group.all_reduce_sum(&[&t])?;
+    let all = Vec::<f64>::try_from(&t)?;
+    let cases = data.val.iter().enumerate().map(|(i, c)| (c.id, all[2 * i], all[2 * i + 1])).collect();
+    Ok(Validation::from_cases(cases))
 }
 
 fn save_checkpoint(vs: &nn::VarStore, opt: &Optimizer, state: &TrainState, path: &Path) -> Result<()> {
@@ -372,8 +578,20 @@ pub fn restore(vs: &mut nn::VarStore, opt: &mut Optimizer, _state: &TrainState, 
 /// time: each is loaded (from the cache, with the disk store), scored and dropped before
 /// the next, so validation holds one case beside the network.
 pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Device) -> Result<Validation> {
+    let scores = validate_cases(net, data, cfg, device, |_| true)?;
+    Ok(Validation::from_cases(data.val.iter().zip(scores).map(|(c, (l, t))| (c.id, l, t)).collect()))
+}
+
+/// Liver and tumor Dice of the held-out cases whose index `pick` accepts, in order.
+fn validate_cases(
+    net: &UNet3d,
+    data: &TrainData,
+    cfg: &TrainConfig,
+    device: Device,
+    pick: impl Fn(usize) -> bool,
+) -> Result<Vec<(f64, f64)>> {
     let mut cases = Vec::new();
-    for case in &data.val {
+    for case in data.val.iter().enumerate().filter(|(i, _)| pick(*i)).map(|(_, c)| c) {
         let loaded = case.load()?;
         let (image, labels) = (&loaded.0, &loaded.1);
         let [d, h, w] = image.shape().map(|s| s as i64);
@@ -393,12 +611,9 @@ pub fn validate(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Devic
         let c = lits_eval::metrics::confusion_slices(&pred, labels, 3);
         let liver = Structure::Liver.dice(&c).unwrap_or(1.0);
         let tumor = Structure::Tumor.dice(&c).unwrap_or(1.0);
-        cases.push((case.id, liver, tumor));
+        cases.push((liver, tumor));
     }
-    let n = cases.len().max(1) as f64;
-    let liver_dice = cases.iter().map(|c| c.1).sum::<f64>() / n;
-    let tumor_dice = cases.iter().map(|c| c.2).sum::<f64>() / n;
-    Ok(Validation { liver_dice, tumor_dice, mean_dice: (liver_dice + tumor_dice) / 2.0, cases })
+    Ok(cases)
 }
 
 #[cfg(test)]
@@ -445,6 +660,7 @@ mod tests {
                 seed,
                 config_sha256: sha,
                 stopped_early: stopped,
+                world_size: 1,
             };
             let w: Vec<f32> = weights.iter().map(|b| f32::from_bits(*b)).collect();
             let tensors = vec![

@@ -6,6 +6,7 @@ use anyhow::Context;
 
 use lits_tracking::TrackingConfig;
 use lits_train::config::TrainConfig;
+use lits_train::dist::{DistConfig, Launch, Ranks};
 use lits_train::train::{self, RunOptions};
 
 /// The built-in default: synthetic phantoms, a narrow U-Net, small patches.
@@ -47,13 +48,74 @@ pub struct Args {
     /// Stop after this many epochs in this process; the run stays resumable.
     #[arg(long, hide = true)]
     stop_after: Option<u32>,
+    /// Train with N processes on this host (data parallel, c10d), as `torchrun
+    /// --nproc-per-node N` would start them. Across hosts, start lits with torchrun's
+    /// variables instead (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    nproc: u32,
+}
+
+/// The command line without `--nproc N`, with `--out` fixed when it was left to the
+/// default, so that every rank's rank 0 names the same run.
+fn rank_args(out: Option<&std::path::Path>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args_os().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        let text = a.to_string_lossy();
+        if text == "--nproc" {
+            skip = true;
+            continue;
+        }
+        if text.starts_with("--nproc=") {
+            continue;
+        }
+        args.push(a);
+    }
+    if let Some(out) = out {
+        args.push("--out".into());
+        args.push(out.as_os_str().to_owned());
+    }
+    args
+}
+
+/// The `distributed` section that applies to this process before it has a run: from
+/// `--config`, the resumed run's config, or the default.
+fn dist_config(args: &Args) -> DistConfig {
+    let from_run = args.resume.as_ref().and_then(|d| lits_data::json::read::<TrainConfig>(&d.join("config.json")).ok());
+    let from_file = args.resume.is_none().then(|| load_config(args.config.as_deref()).ok()).flatten();
+    from_run.or(from_file).map(|c| c.distributed).unwrap_or_default()
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let progress = std::io::stderr().is_terminal();
+    let launch = Launch::from_env()?;
+    if args.nproc > 1 {
+        if launch.is_some() {
+            anyhow::bail!("--nproc starts its own ranks; it cannot be used in a process that torchrun's variables (WORLD_SIZE) already place in a group");
+        }
+        // Rank 0 announces the run directory.
+        let out = (args.resume.is_none() && args.out.is_none()).then(|| default_out(&args));
+        let grace = dist_config(&args).timeout() + std::time::Duration::from_secs(30);
+        lits_train::dist::launch_local(args.nproc as usize, &rank_args(out.as_deref()), grace)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ranks = match launch {
+        Some(l) => Some(Ranks { group: l.join(&dist_config(&args))?, launch: l }),
+        None => None,
+    };
+    let progress = std::io::stderr().is_terminal() && ranks.as_ref().is_none_or(Ranks::is_main);
+    if let Some(r) = ranks.as_ref().filter(|r| !r.is_main()) {
+        // Rank 0 hands this rank the run; the command line's config and run folder are its.
+        let opts = RunOptions { progress, stop_after: args.stop_after, tracking: None, ranks: Some(r.clone()) };
+        train::follow(&opts).with_context(|| format!("rank {} of {}", r.launch.rank, r.launch.world))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(dir) = &args.resume {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let opts = RunOptions { progress, stop_after: args.stop_after, tracking: tracking(args.tracking_uri.clone(), &name) };
+        let opts = RunOptions { progress, stop_after: args.stop_after, tracking: tracking(args.tracking_uri.clone(), &name), ranks };
         let s = train::resume(dir, &opts).with_context(|| format!("cannot resume {}", dir.display()))?;
         return report(&s);
     }
@@ -78,12 +140,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", cfg.name, utc_stamp())));
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let opts = RunOptions { progress, stop_after: args.stop_after, tracking: tracking(args.tracking_uri, &name) };
+    let opts = RunOptions { progress, stop_after: args.stop_after, tracking: tracking(args.tracking_uri, &name), ranks };
     // A config the flags made invalid is reported before a run directory is announced.
     cfg.validate().with_context(|| config_origin(args.config.as_deref()))?;
     eprintln!("run directory: {}", out.display());
     let s = train::train(cfg, &out, &opts)?;
     report(&s)
+}
+
+/// The run folder a new run gets without `--out`: `runs/<name>-<UTC time>`.
+fn default_out(args: &Args) -> PathBuf {
+    let name = load_config(args.config.as_deref()).map_or_else(|_| "lits".to_owned(), |c| c.name);
+    PathBuf::from("runs").join(format!("{name}-{}", utc_stamp()))
 }
 
 /// How errors name the config: its file, or the built-in quick start.
