@@ -186,6 +186,11 @@ docker run --rm --user "$uid:$gid" -v "$runs:/runs" "$cpu" train --epochs 1 --ou
   > "$work/train.log" 2>&1 || { tail -30 "$work/train.log" >&2; die "lits train failed"; }
 [ -f "$runs/quick/best.safetensors" ] || die "the run has no best.safetensors: $(ls "$runs/quick")"
 
+say "$cpu: the same epoch on two processes (--nproc 2, c10d Gloo inside the container)"
+docker run --rm --user "$uid:$gid" -v "$runs:/runs" "$cpu" train --epochs 1 --nproc 2 --threads 1 --out /runs/ddp \
+  > "$work/ddp.log" 2>&1 || { tail -30 "$work/ddp.log" >&2; die "lits train --nproc 2 failed"; }
+[ -f "$runs/ddp/checkpoints/last.ckpt" ] || die "the 2-process run has no checkpoint: $(ls "$runs/ddp")"
+
 synth=$(find "$runs/.cache/synth" -name 'volume-0.nii.gz' -printf '%h\n' | head -1)
 [ -n "$synth" ] || die "no generated phantom under $runs/.cache/synth"
 say "$cpu: lits predict of a phantom from read-only /data"

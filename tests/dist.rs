@@ -142,6 +142,55 @@ fn two_process_runs_repeat_bit_for_bit_and_a_killed_rank_is_named_and_resumed_fr
 }
 
 #[test]
+fn a_batch_the_ranks_cannot_share_is_refused_naming_the_field_and_leaving_no_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = ddp_config();
+    c["patches"]["batch_size"] = json!(3);
+    let cfg = write_config(tmp.path(), "odd", &c);
+    let run = tmp.path().join("run");
+    let o = lits(&tmp.path().join("cache")).args(["train", "--nproc", "2", "--config"]).arg(&cfg).arg("--out").arg(&run).output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("patches.batch_size") && err.contains("2 processes"), "{err}");
+    assert!(err.contains("rank 0"), "the launcher does not name the failed ranks:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!run.exists(), "a run folder was left behind");
+}
+
+#[test]
+fn a_hung_rank_stops_the_others_after_the_timeout_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let mut c = ddp_config();
+    c["epochs"] = json!(1000);
+    c["validation"]["every"] = json!(1000);
+    c["distributed"]["timeout_s"] = json!(5);
+    let cfg = write_config(tmp.path(), "hang", &c);
+    let run = tmp.path().join("run");
+    let port = free_port();
+    let start = |r: usize| {
+        let mut c = rank(&cache, r, 2, "127.0.0.1", port);
+        c.args(["train", "--config"]).arg(&cfg).arg("--out").arg(&run).stdout(Stdio::null()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let mut r0 = start(0);
+    let mut r1 = start(1);
+    // Once an epoch is logged, rank 1 freezes (SIGSTOP): alive, silent, holding its sockets.
+    let end = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |t| t.is_empty()) {
+        assert!(Instant::now() < end, "no epoch logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-STOP", &r1.id().to_string()]).status().unwrap().success());
+    let s0 = wait_or_fail(&mut r0, Duration::from_secs(300), "rank 0 beside a hung rank 1");
+    let err0 = text(&r0.wait_with_output().unwrap().stderr);
+    let _ = r1.kill();
+    let _ = r1.wait();
+    assert!(!s0.success(), "rank 0 went on:\n{err0}");
+    assert!(err0.contains("lost rank 1 of 2"), "rank 0 does not name the hung rank:\n{err0}");
+}
+
+#[test]
 fn two_processes_follow_one_process_on_the_same_global_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");

@@ -115,7 +115,15 @@ print("ok")
     assert!(plan["cases"].as_array().unwrap().iter().all(|c| c["prepared_shape"] == json!([128, 128, 128])));
     assert_eq!(plan["median_spacing"], Value::Null);
     assert_eq!(plan["estimate"]["patches_per_epoch"], json!(30 * 4));
-    // 131 cubes of 128³: float32 image and uint8 labels each.
+    // The disk store holds one cube of 128³ (the case validated), float32 image and uint8
+    // labels; the memory store all 131.
+    assert_eq!(plan["estimate"]["prepared_bytes"], json!(128u64 * 128 * 128 * 5));
+    let mut all: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    all["data"]["store"] = json!("memory");
+    let memory_cfg = tmp.path().join("memory.json");
+    std::fs::write(&memory_cfg, serde_json::to_vec(&all).unwrap()).unwrap();
+    let o = ok(traced(&cache).args(["plan", "--json", "--config"]).arg(&memory_cfg).arg("--data").arg(&data).output().unwrap());
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plan["estimate"]["prepared_bytes"], json!(131u64 * 128 * 128 * 128 * 5));
     assert!(!cache.join("prepared").exists(), "planning prepared cases");
 }

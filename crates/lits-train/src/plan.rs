@@ -48,8 +48,9 @@ pub struct PlannedCase {
 pub struct Estimate {
     /// Training patches per epoch (`steps_per_epoch × batch_size`).
     pub patches_per_epoch: u64,
-    /// The prepared cases held in memory while training (float32 image and uint8 labels of
-    /// every planned case, uncropped: an upper bound).
+    /// The prepared cases held in memory while training (float32 image and uint8 labels,
+    /// uncropped: an upper bound): every planned case with the memory store, the largest
+    /// one (validated one at a time) with the disk store.
     pub prepared_bytes: u64,
     /// Activations one training step keeps for its backward pass (see [`activation_floats_per_voxel`]).
     pub activation_bytes: u64,
@@ -151,7 +152,13 @@ pub fn plan(cfg: &TrainConfig) -> Result<Plan> {
     let planned: Vec<&PlannedCase> = cases.iter().filter(|c| split.all_ids().any(|i| i == c.id)).collect();
     let estimate = Estimate {
         patches_per_epoch: u64::from(cfg.steps_per_epoch) * cfg.patches.batch_size as u64,
-        prepared_bytes: planned.iter().map(|c| c.prepared_shape.iter().product::<usize>() as u64 * 5).sum(),
+        prepared_bytes: {
+            let bytes = planned.iter().map(|c| c.prepared_shape.iter().product::<usize>() as u64 * 5);
+            match cfg.data.store {
+                lits_data::store::StoreKind::Memory => bytes.sum(),
+                lits_data::store::StoreKind::Disk => bytes.max().unwrap_or(0),
+            }
+        },
         activation_bytes: (activation_floats_per_voxel(cfg.model.base_channels)
             * cfg.patches.patch.iter().product::<usize>() as f64
             * cfg.patches.batch_size as f64

@@ -509,7 +509,7 @@ fn broadcast_buffers(ranks: &Ranks, vs: &nn::VarStore) -> Result<()> {
 /// [`validate`] with the held-out cases shared among the ranks (case `i` on rank
 /// `i mod world`), the scores gathered by a sum so that every rank has all of them.
 fn validate_ranks(net: &UNet3d, data: &TrainData, cfg: &TrainConfig, device: Device, ranks: Option<&Ranks>) -> Result<Validation> {
-    let Some(r) = ranks else { return validate(net, data, cfg, device) };
+    let Some(r) = ranks.filter(|_| !data.val.is_empty()) else { return validate(net, data, cfg, device) };
     let (rank, world) = (r.launch.rank, r.launch.world);
     let mine = validate_cases(net, data, cfg, device, |i| i % world == rank)?;
     let n = data.val.len();
