@@ -253,6 +253,16 @@ uint8_t* lits_store_get(LitsGroup* g, const char* key, size_t* len, char* err, s
 
 void lits_store_free(uint8_t* p) { std::free(p); }
 
+// Whether `key` is in the store now (1), not yet (0), or the store cannot be asked (-1).
+int lits_store_check(LitsGroup* g, const char* key, char* err, size_t err_len) {
+  try {
+    return g->store->check({key}) ? 1 : 0;
+  } catch (const std::exception& e) {
+    set_error(err, err_len, first_lines(e));
+    return -1;
+  }
+}
+
 // Which ranks stopped beating: each rank's heartbeat counter is read, then read again
 // `wait_ms` later; a counter that did not move is a lost rank. Writes at most `max` ranks
 // into `out` and returns how many were lost, or -1 when the store itself is unreachable

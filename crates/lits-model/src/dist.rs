@@ -52,6 +52,7 @@ extern "C" {
     fn lits_store_set(g: *mut c_void, key: *const c_char, data: *const u8, len: usize, err: *mut c_char, err_len: usize) -> c_int;
     fn lits_store_get(g: *mut c_void, key: *const c_char, len: *mut usize, err: *mut c_char, err_len: usize) -> *mut u8;
     fn lits_store_free(p: *mut u8);
+    fn lits_store_check(g: *mut c_void, key: *const c_char, err: *mut c_char, err_len: usize) -> c_int;
     fn lits_group_lost_ranks(g: *mut c_void, wait_ms: c_long, out: *mut c_int, max: c_int) -> c_int;
 }
 
@@ -313,6 +314,42 @@ impl Group {
         }
     }
 
+    /// Waits until every key of `keys` is in the store, for as long as every other rank is
+    /// alive (no timeout: preparing a dataset for the first time may take an hour on one
+    /// rank while the others wait); a rank that stops beating, or the store going away,
+    /// ends the wait with an error naming it.
+    pub fn wait_while_alive(&self, keys: &[String]) -> Result<()> {
+        let mut polls = 0u32;
+        for key in keys {
+            let k = c_string("a store key", key)?;
+            loop {
+                let mut err = vec![0 as c_char; ERR_LEN];
+                // SAFETY: pointers valid for the call.
+                match unsafe { lits_store_check(self.raw.as_ptr(), k.as_ptr(), err.as_mut_ptr(), err.len()) } {
+                    1 => break,
+                    0 => {}
+                    _ => return Err(self.failed(&format!("waiting for {key}"), &err)),
+                }
+                polls += 1;
+                // Every 10 s, a look at the heartbeats (which takes LOST_RANK_WAIT).
+                if polls.is_multiple_of(50) {
+                    match self.lost_ranks() {
+                        Some(lost) if lost.is_empty() => {}
+                        _ => return Err(self.explain(&format!("waiting for {key}"), "a rank stopped while the others waited")),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Group::get`] after [`Group::wait_while_alive`].
+    pub fn get_while_alive(&self, key: &str) -> Result<Vec<u8>> {
+        self.wait_while_alive(&[key.to_owned()])?;
+        self.get(key)
+    }
+
     /// The value under `key`, waiting for a rank to store it (up to the timeout).
     pub fn get(&self, key: &str) -> Result<Vec<u8>> {
         let k = c_string("a store key", key)?;
@@ -374,7 +411,41 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&x.grad()).unwrap(), [4.0, 10.0]);
         g.set("k", b"value").unwrap();
         assert_eq!(g.get("k").unwrap(), b"value");
+        assert_eq!(g.get_while_alive("k").unwrap(), b"value");
         assert_eq!(g.lost_ranks(), Some(vec![]));
+    }
+
+    /// A rank waits for another's slow preparation past the collective timeout, and stops
+    /// waiting, naming it, when that rank goes away.
+    #[test]
+    fn waiting_while_alive_outlasts_the_timeout_and_ends_when_the_peer_is_gone() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let join = move |rank| {
+            Group::join(&JoinOptions {
+                master_addr: "127.0.0.1".into(),
+                master_port: port,
+                rank,
+                world: 2,
+                timeout: Duration::from_secs(2),
+                interface: None,
+                launcher_store: false,
+                attempt: 0,
+            })
+            .unwrap()
+        };
+        let zero = std::thread::spawn(move || {
+            let g = join(0);
+            std::thread::sleep(Duration::from_secs(5));
+            g.set("slow", b"ready").unwrap();
+            g.wait_while_alive(&["done".to_owned()]).unwrap();
+            // Rank 0 leaves, and the store it serves goes with it.
+        });
+        let g = join(1);
+        assert_eq!(g.get_while_alive("slow").unwrap(), b"ready");
+        g.set("done", b"").unwrap();
+        zero.join().unwrap();
+        let e = g.get_while_alive("never").unwrap_err().to_string();
+        assert!(e.contains("rank 0 is gone"), "{e}");
     }
 
     /// Two ranks as two threads of one process: sums, broadcast, the gradient of a loss

@@ -143,9 +143,10 @@ fn publish(ranks: &Ranks, cfg: &TrainConfig, state: &TrainState, data: &TrainDat
 pub fn follow(opts: &RunOptions) -> Result<Summary> {
     let ranks = opts.ranks.as_ref().ok_or_else(|| Error::config("ranks", "following needs a group"))?;
     let g = &ranks.group;
-    let cfg: TrainConfig = lits_data::json::from_slice(&g.get(KEY_CONFIG)?)
+    // Rank 0 plans and prepares first (an hour for a dataset seen for the first time).
+    let cfg: TrainConfig = lits_data::json::from_slice(&g.get_while_alive(KEY_CONFIG)?)
         .map_err(|e| Error::config("config", format!("rank 0's config does not parse here: {e}")))?;
-    let state: TrainState = lits_data::json::from_slice(&g.get(KEY_STATE)?)
+    let state: TrainState = lits_data::json::from_slice(&g.get_while_alive(KEY_STATE)?)
         .map_err(|e| Error::Checkpoint(format!("rank 0's training state does not parse here: {e}")))?;
     cfg.validate()?;
     check_world(&cfg, opts)?;
@@ -153,7 +154,7 @@ pub fn follow(opts: &RunOptions) -> Result<Summary> {
     let scratch = tempfile::Builder::new().prefix("lits-rank-").tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let run = RunDir::new(scratch.path());
     let data = data::prepare(&cfg, plan::plan(&cfg)?, &run)?;
-    let theirs = g.get(KEY_PLAN)?;
+    let theirs = g.get_while_alive(KEY_PLAN)?;
     if plan_digest(&data)? != theirs {
         return Err(Error::invalid(
             &data.plan.dataset,
@@ -316,6 +317,9 @@ fn run_loop(
         if main {
             publish(r, &cfg, &state, &data)?;
         }
+        // Each rank prepared its cases at its own pace; the collectives start once all have.
+        r.group.set(&format!("lits/run/ready/{rank}"), b"1")?;
+        r.group.wait_while_alive(&(0..world).map(|q| format!("lits/run/ready/{q}")).collect::<Vec<_>>())?;
         // Every rank starts from rank 0's weights and optimiser state.
         broadcast_state(r, &vs, &mut optimizer)?;
     }
