@@ -415,26 +415,32 @@ mod tests {
         assert_eq!(g.lost_ranks(), Some(vec![]));
     }
 
-    /// A rank waits for another's slow preparation past the collective timeout, and stops
-    /// waiting, naming it, when that rank goes away.
-    #[test]
-    fn waiting_while_alive_outlasts_the_timeout_and_ends_when_the_peer_is_gone() {
+    /// Joins rank `r` of a group of two on a free loopback port (call from two threads).
+    fn local_pair(timeout: Duration) -> impl Fn(usize) -> Group + Clone + Send + 'static {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let join = move |rank| {
-            Group::join(&JoinOptions {
+        move |rank| {
+            let opts = JoinOptions {
                 master_addr: "127.0.0.1".into(),
                 master_port: port,
                 rank,
                 world: 2,
-                timeout: Duration::from_secs(2),
+                timeout,
                 interface: None,
                 launcher_store: false,
                 attempt: 0,
-            })
-            .unwrap()
-        };
+            };
+            Group::join(&opts).unwrap()
+        }
+    }
+
+    /// A rank waits for another's slow preparation past the collective timeout, and stops
+    /// waiting, naming it, when that rank goes away.
+    #[test]
+    fn waiting_while_alive_outlasts_the_timeout_and_ends_when_the_peer_is_gone() {
+        let join = local_pair(Duration::from_secs(2));
+        let join0 = join.clone();
         let zero = std::thread::spawn(move || {
-            let g = join(0);
+            let g = join0(0);
             std::thread::sleep(Duration::from_secs(5));
             g.set("slow", b"ready").unwrap();
             g.wait_while_alive(&["done".to_owned()]).unwrap();
@@ -452,23 +458,11 @@ mod tests {
     /// summed over the ranks, and a lost rank named by the one left.
     #[test]
     fn two_ranks_sum_broadcast_differentiate_and_name_a_lost_rank() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let join = move |rank| {
-            Group::join(&JoinOptions {
-                master_addr: "127.0.0.1".into(),
-                master_port: port,
-                rank,
-                world: 2,
-                timeout: Duration::from_secs(20),
-                interface: None,
-                launcher_store: false,
-                attempt: 0,
-            })
-            .unwrap()
-        };
+        let join = local_pair(Duration::from_secs(20));
         let (tx, rx) = std::sync::mpsc::channel();
+        let join1 = join.clone();
         let other = std::thread::spawn(move || {
-            let g = join(1);
+            let g = join1(1);
             let t = Tensor::from_slice(&[10.0f32, 20.0]);
             g.all_reduce_sum(&[&t]).unwrap();
             let b = Tensor::from_slice(&[0.0f32]);
