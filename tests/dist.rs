@@ -139,6 +139,9 @@ fn two_process_runs_repeat_bit_for_bit_and_a_killed_rank_is_named_and_resumed_fr
     assert_eq!(logged.lines().count(), 1, "{logged}");
     let resumed = ok(lits(&cache).args(["train", "--nproc", "2", "--resume"]).arg(&cut).output().unwrap());
     assert_same(&a, &cut, &format!("the resumed run\n{}", text(&resumed.stderr)));
+    // The scratch folder of the killed rank went with the next rank 1; no other is left.
+    let left: Vec<_> = std::fs::read_dir(cache.join("ranks")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "scratch folders left in the cache: {left:?}");
 }
 
 #[test]

@@ -120,7 +120,7 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
 /// Removes the `.<key>.<pid>.tmp` folders in `parent` that generations killed mid-way left
 /// behind: those whose process is gone. Where that cannot be told (no `/proc`), nothing is
 /// removed.
-fn remove_abandoned(parent: &std::path::Path) {
+pub(crate) fn remove_abandoned(parent: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -132,7 +132,7 @@ fn remove_abandoned(parent: &std::path::Path) {
         let Some(pid) = pid else { continue };
         let proc = std::path::Path::new("/proc");
         if pid != std::process::id() && proc.join("self").exists() && !proc.join(pid.to_string()).exists() {
-            tracing::info!("removing {}, left by a generation that was stopped", entry.path().display());
+            tracing::info!("removing {}, left by a process that was stopped", entry.path().display());
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -151,7 +151,17 @@ pub fn follow(opts: &RunOptions) -> Result<Summary> {
     cfg.validate()?;
     check_world(&cfg, opts)?;
     configure_backend(&cfg)?;
-    let scratch = tempfile::Builder::new().prefix("lits-rank-").tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    // In the cache, named `.rank<R>.<pid>.tmp`, so that the folder of a rank that was killed
+    // is removed by the next one, as generations of phantoms are.
+    let parent = data::cache_root(&cfg).join("ranks");
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    data::remove_abandoned(&parent);
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!(".rank{}.{}", ranks.launch.rank, std::process::id()))
+        .suffix(".tmp")
+        .rand_bytes(0)
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io(&parent, e))?;
     let run = RunDir::new(scratch.path());
     let data = data::prepare(&cfg, plan::plan(&cfg)?, &run)?;
     let theirs = g.get_while_alive(KEY_PLAN)?;
