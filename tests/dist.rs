@@ -56,6 +56,13 @@ fn rank(cache: &Path, rank: usize, world: usize, addr: &str, port: u16) -> Comma
     c
 }
 
+/// `lits train --config cfg --out out` as rank `r` of 2 on this host, its stderr captured.
+fn local_rank_training(cache: &Path, r: usize, port: u16, cfg: &Path, out: &Path) -> Command {
+    let mut c = rank(cache, r, 2, "127.0.0.1", port);
+    c.args(["train", "--config"]).arg(cfg).arg("--out").arg(out).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
 /// `outer` (a launcher) running `inner`'s program with `inner`'s environment, the launcher's
 /// own arguments `outer_args` first.
 fn wrapped(mut outer: Command, inner: &Command, outer_args: &[&str]) -> Command {
@@ -119,8 +126,7 @@ fn two_process_runs_repeat_bit_for_bit_and_a_killed_rank_is_named_and_resumed_fr
     let cut = tmp.path().join("cut");
     let port = free_port();
     let start = |r: usize| {
-        let mut c = rank(&cache, r, 2, "127.0.0.1", port);
-        c.args(["train", "--config"]).arg(&cfg).arg("--out").arg(&cut).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut c = local_rank_training(&cache, r, port, &cfg, &cut);
         if r == 1 {
             c.env("LITS_FAILPOINT", "step:2:2");
         }
@@ -172,11 +178,7 @@ fn a_hung_rank_stops_the_others_after_the_timeout_naming_it() {
     let cfg = write_config(tmp.path(), "hang", &c);
     let run = tmp.path().join("run");
     let port = free_port();
-    let start = |r: usize| {
-        let mut c = rank(&cache, r, 2, "127.0.0.1", port);
-        c.args(["train", "--config"]).arg(&cfg).arg("--out").arg(&run).stdout(Stdio::null()).stderr(Stdio::piped());
-        c.spawn().unwrap()
-    };
+    let start = |r: usize| local_rank_training(&cache, r, port, &cfg, &run).spawn().unwrap();
     let mut r0 = start(0);
     let mut r1 = start(1);
     // Once an epoch is logged, rank 1 freezes (SIGSTOP): alive, silent, holding its sockets.

@@ -165,14 +165,15 @@ pub fn follow(opts: &RunOptions) -> Result<Summary> {
     let run = RunDir::new(scratch.path());
     let data = data::prepare(&cfg, plan::plan(&cfg)?, &run)?;
     let theirs = g.get_while_alive(KEY_PLAN)?;
-    if plan_digest(&data)? != theirs {
+    let ours = plan_digest(&data)?;
+    if ours != theirs {
         return Err(Error::invalid(
             &data.plan.dataset,
             format!(
                 "rank {} finds another split or intensity normaliser than rank 0: every host must hold the same dataset at the same path (rank 0: {}, here: {})",
                 ranks.launch.rank,
                 String::from_utf8_lossy(&theirs),
-                String::from_utf8_lossy(&plan_digest(&data)?)
+                String::from_utf8_lossy(&ours)
             ),
         ));
     }
@@ -457,12 +458,10 @@ fn run_loop(
         records.push(record.clone());
         if main {
             runlog::plot(&run, &records)?;
+            progress.end_epoch(&record, &timing);
         }
         if let Some(t) = &tracker {
             crate::tracking_glue::log_epoch(t, &record, &timing);
-        }
-        if main {
-            progress.end_epoch(&record, &timing);
         }
         if val.is_some() {
             last_validation = val;
