@@ -1,10 +1,47 @@
 //! Synthetic abdominal CT phantoms in Hounsfield units: the built-in default dataset.
 //!
-//! Each case is an analytic abdomen evaluated at voxel centres in patient space (RAS+, mm):
-//! skin, subcutaneous fat and a muscle wall; a spine with cortical and cancellous bone,
-//! discs and canal; ribs; aorta and vena cava; a smooth irregular liver with texture and
-//! vessels; zero to several tumors inside it; distractors with liver-like intensity
-//! (spleen, kidneys) and others (gallbladder, stomach, bowel); then Gaussian noise.
+//! Each case is an analytic trunk evaluated in patient space (RAS+, mm): skin, subcutaneous
+//! fat and a muscle wall with ribs; a spine with cortical and cancellous bone, discs and
+//! canal; the diaphragm as two domes (the right one higher) and a central tendon; above it
+//! the lung bases with their vessels, the heart in its pericardial fat and the mediastinum;
+//! below it a smooth irregular liver whose dome follows the right hemidiaphragm, with the
+//! portal and hepatic veins branching inside it; zero to many lesions in the liver; organs of
+//! liver-like intensity (spleen, kidneys, heart muscle) and others (gallbladder, stomach,
+//! bowel). The field of view runs from the lower abdomen to anywhere between just under the
+//! liver dome and the middle of the chest. Each slice averages the anatomy over its
+//! thickness (partial volume); the noise has the texture of filtered back projection
+//! ([`noise`]).
+//!
+//! What the intensities and sizes aim for (drawn per case; `docs/synth.md` sets the
+//! generated figures beside them):
+//! - Phases: portal-venous (three cases in four, as in LiTS, whose scans are mostly
+//!   portal-venous: Bilic et al., "The Liver Tumor Segmentation Benchmark (LiTS)", Medical
+//!   Image Analysis 84, 2023) and unenhanced.
+//! - Liver: 50-65 HU unenhanced (Boll and Merkle, "Diffuse liver disease: strategies for
+//!   hepatic CT and MR imaging", RadioGraphics 29, 2009), 95-125 HU in the portal-venous
+//!   phase, an enhancement of about 50 HU (Heiken et al., "Dynamic incremental CT: effect of
+//!   volume and concentration of contrast material and patient weight on hepatic
+//!   enhancement", Radiology 195, 1995). Portal vein 150-210 HU and hepatic veins
+//!   130-190 HU, aorta and heart chambers 140-200 HU, myocardium 90-125 HU in that phase
+//!   (Bae, "Intravenous contrast medium administration and scan timing at CT", Radiology
+//!   256, 2010); unenhanced blood 35-50 HU, below the liver. Spleen within 20 HU of the
+//!   liver, kidney cortex brighter in the portal phase. Fat -110 to -85 HU, lung
+//!   -880 to -830 HU with a denser dependent (posterior) part.
+//! - Liver size: a right lobe about 15 cm high at a 150 mm body half-width, scaled with the
+//!   patient, about 1.2-2 l (adult standard liver volume about 1.5 l: Heinemann et al.,
+//!   "Standard liver volume in the Caucasian population", Liver Transplantation and Surgery
+//!   5, 1999).
+//! - Lesions, after LiTS (Bilic et al. 2023: 0 to 75 lesions a scan, primary and secondary,
+//!   hypo- and hyperdense; lesion-wise recall of the best methods about 0.5, the misses
+//!   mostly small lesions): in a tumor case one to five lesions, or five to twelve in a
+//!   quarter of them (metastatic spread); a dominant lesion of median 30 mm diameter
+//!   (10-100 mm), the others of median 13 mm (5-60 mm; four in five under 2 cm); one in five
+//!   of the others confluent with an earlier one. Three in four are hypodense, 25-70 HU
+//!   below the enhanced parenchyma, with a textured interior, often an enhancing rim and,
+//!   when over 25 mm, often a necrotic centre of 10-30 HU; the rest are hyperdense
+//!   (20-50 HU above) or faint (12-25 HU below) with an enhancing capsule. Unenhanced,
+//!   lesions are 10-30 HU below the liver.
+//!
 //! Spacing, shape, contrast phase and anatomy vary per case. Cases are stored in a cycle of
 //! orientations (some non-RAS, one with permuted axes) and of storage types (float32 and
 //! int16 with `scl_slope`/`scl_inter`), so readers and preprocessing meet what real LiTS
@@ -13,6 +50,10 @@
 //! Everything is drawn from [`SeededRng`] with one stream per case and the voxel values do
 //! not depend on evaluation order, so the same configuration gives the same bytes on any
 //! number of threads.
+
+mod chest;
+mod noise;
+mod vessels;
 
 use std::f64::consts::TAU;
 use std::fs;
@@ -164,6 +205,29 @@ pub struct TumorInfo {
     pub radius_mm: f64,
     /// Intensity against the surrounding liver, HU (negative: hypodense).
     pub contrast_hu: f64,
+    /// What it looks like.
+    #[serde(default)]
+    pub kind: LesionKind,
+    /// Drawn touching an earlier lesion of the case, the two forming one confluent mass.
+    #[serde(default)]
+    pub confluent: bool,
+}
+
+/// A lesion's appearance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LesionKind {
+    /// Darker than the liver, with a textured interior.
+    #[default]
+    Hypodense,
+    /// Hypodense with an enhancing rim.
+    Rim,
+    /// Hypodense with an enhancing rim and a necrotic (fluid) centre.
+    Necrotic,
+    /// Brighter than the liver (hypervascular).
+    Hyperdense,
+    /// Slightly darker than the liver, with an enhancing capsule.
+    Capsule,
 }
 
 /// What was drawn for one case, as recorded in `synth.json`.
@@ -187,6 +251,13 @@ pub struct CaseInfo {
     pub liver_hu: f64,
     /// Image noise standard deviation, HU.
     pub noise_sd_hu: f64,
+    /// Where the noise power spectrum peaks, cycles/mm (see [`noise`]).
+    #[serde(default)]
+    pub noise_peak_per_mm: f64,
+    /// How far the field of view reaches above the apex of the right hemidiaphragm (the
+    /// liver dome), mm; negative when the dome lies above the field of view.
+    #[serde(default)]
+    pub chest_mm: f64,
     /// Tumors drawn (empty for a tumor-free case).
     pub tumors: Vec<TumorInfo>,
     /// Voxels labelled liver (1) or tumor (2).
@@ -235,6 +306,8 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
     let s_xy = round_to(rng.uniform(cfg.in_plane_spacing_mm[0], cfg.in_plane_spacing_mm[1]), 1e3);
     let s_z = round_to(rng.uniform(cfg.slice_spacing_mm[0], cfg.slice_spacing_mm[1]), 1e3);
     let noise_sd = rng.uniform(cfg.noise_sd_hu[0], cfg.noise_sd_hu[1]);
+    // Soft-tissue reconstruction kernels: the noise spectrum peaks at 0.2-0.32 cycles/mm.
+    let noise_f0 = rng.uniform(0.28, 0.45);
     // Where the patient's centre lies in scanner coordinates: arbitrary, as on a real table.
     let centre = [rng.uniform(-30.0, 30.0), rng.uniform(-60.0, 0.0), rng.uniform(-400.0, -100.0)];
     let shape = [n_xy, n_xy, n_z];
@@ -242,11 +315,9 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
     let fov = [n_xy as f64 * s_xy, n_xy as f64 * s_xy, n_z as f64 * s_z];
     let body = Body::draw(&mut rng, fov, tumor_free);
 
-    let (mut hu, labels) = render(&body, shape, spacing);
-    for v in hu.iter_mut() {
-        *v = (*v + noise_sd * rng.normal()).round().clamp(-1024.0, 3071.0);
-    }
-    let hu = hu.mapv(|v| v as f32);
+    let (hu, labels) = render(&body, shape, spacing);
+    let noise = noise::fbp_noise(&mut rng, shape, [s_xy, s_xy], noise_sd, noise_f0);
+    let hu = ndarray::Zip::from(&hu).and(&noise).map_collect(|&v, &n| (v + n).round().clamp(-1024.0, 3071.0) as f32);
 
     let liver_voxels = labels.iter().filter(|&&l| l >= 1).count();
     let tumor_voxels = labels.iter().filter(|&&l| l == 2).count();
@@ -257,6 +328,8 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
             centre_mm: [0, 1, 2].map(|a| round_to(t.blob.c[a] + centre[a], 1e3)),
             radius_mm: round_to(t.radius_mm, 1e3),
             contrast_hu: round_to(t.contrast, 1e3),
+            kind: t.kind,
+            confluent: t.confluent,
         })
         .collect();
 
@@ -271,6 +344,8 @@ pub fn generate_case(cfg: &SynthConfig, index: usize) -> Result<Phantom> {
         phase: body.phase,
         liver_hu: round_to(body.liver_hu, 1e3),
         noise_sd_hu: round_to(noise_sd, 1e3),
+        noise_peak_per_mm: round_to(noise_f0 / 2f64.sqrt(), 1e3),
+        chest_mm: round_to(body.half_z - body.dia.apex(), 1e3),
         tumors,
         liver_voxels,
         tumor_voxels,
@@ -304,7 +379,7 @@ pub const MANIFEST: &str = "synth.json";
 
 /// Version of the phantom model: the same config and seed give the same phantoms within a
 /// version. Raised whenever the drawn anatomy changes, so caches keyed on it are not reused.
-pub const GENERATOR_VERSION: u32 = 2;
+pub const GENERATOR_VERSION: u32 = 3;
 
 /// Writes the dataset in LiTS layout: `volume-N.nii.gz` (float32 or scaled int16, see
 /// [`CaseInfo::storage`]) and `segmentation-N.nii.gz` (uint8) for `N` in `0..cfg.cases`, then
@@ -435,10 +510,16 @@ fn arrange<T: Clone>(a: Array3<T>, world_axis: [usize; 3], flip: [bool; 3]) -> A
     a.as_standard_layout().into_owned()
 }
 
-/// Evaluates the body at every voxel centre of the RAS grid (patient centre at the middle
-/// of the grid). Slices are independent, so they run in parallel.
+/// Samples per slice along z: each slice averages the anatomy over its thickness.
+const SLICE_SAMPLES: usize = 3;
+
+/// Evaluates the body on the RAS grid (patient centre at the middle of the grid). A voxel's
+/// HU is the mean over [`SLICE_SAMPLES`] points spread evenly through the slice thickness
+/// (the partial-volume blur of a slice as thick as its spacing); its label is the one at the
+/// voxel centre, as an annotator reads it. Slices are independent, so they run in parallel.
 fn render(body: &Body, shape: [usize; 3], spacing: [f64; 3]) -> (Array3<f64>, Array3<u8>) {
     let pos = |a: usize, i: usize| (i as f64 - (shape[a] as f64 - 1.0) / 2.0) * spacing[a];
+    let offsets: Vec<f64> = (0..SLICE_SAMPLES).map(|m| ((m as f64 + 0.5) / SLICE_SAMPLES as f64 - 0.5) * spacing[2]).collect();
     let slices: Vec<Vec<(f64, u8)>> = (0..shape[2])
         .into_par_iter()
         .map(|k| {
@@ -446,7 +527,17 @@ fn render(body: &Body, shape: [usize; 3], spacing: [f64; 3]) -> (Array3<f64>, Ar
             let mut out = Vec::with_capacity(shape[0] * shape[1]);
             for i in 0..shape[0] {
                 for j in 0..shape[1] {
-                    out.push(body.at([pos(0, i), pos(1, j), z]));
+                    let (x, y) = (pos(0, i), pos(1, j));
+                    let mut sum = 0.0;
+                    let mut label = 0;
+                    for &dz in &offsets {
+                        let (hu, l) = body.at([x, y, z + dz]);
+                        sum += hu;
+                        if dz == 0.0 {
+                            label = l;
+                        }
+                    }
+                    out.push((sum / SLICE_SAMPLES as f64, label));
                 }
             }
             out
@@ -561,13 +652,30 @@ fn smoothstep(x: f64) -> f64 {
     x * x * (3.0 - 2.0 * x)
 }
 
+/// Polynomial smooth maximum (see [`smooth_min`]).
+fn smooth_max(a: f64, b: f64, k: f64) -> f64 {
+    -smooth_min(-a, -b, k)
+}
+
+/// `exp(N(ln median, sigma))`, clamped to `[lo, hi]`.
+fn log_normal(rng: &mut SeededRng, median: f64, sigma: f64, lo: f64, hi: f64) -> f64 {
+    (median.ln() + sigma * rng.normal()).exp().clamp(lo, hi)
+}
+
 #[derive(Debug, Clone)]
 struct Tumor {
     blob: Blob,
     radius_mm: f64,
+    kind: LesionKind,
+    confluent: bool,
+    /// Interior against the parenchyma, HU.
     contrast: f64,
+    /// Added in the outer part (enhancing rim or capsule), HU.
     rim: f64,
+    /// HU of the necrotic centre, if any.
+    necrosis: Option<f64>,
     texture: Waves,
+    texture_hu: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -587,11 +695,90 @@ struct Tissue {
     disc: f64,
     csf: f64,
     blood: f64,
-    liver_vessel: f64,
+    portal_vein: f64,
+    hepatic_vein: f64,
+    myocardium: f64,
+    lung: f64,
     spleen: f64,
     kidney: f64,
     bile: f64,
     gut_content: f64,
+}
+
+impl Tissue {
+    /// The liver's mean HU and every other tissue's, for a case in `phase`.
+    fn draw(rng: &mut SeededRng, phase: Phase) -> (f64, Tissue) {
+        let enhanced = phase == Phase::PortalVenous;
+        let pick = |rng: &mut SeededRng, pv: [f64; 2], native: [f64; 2]| {
+            let [lo, hi] = if enhanced { pv } else { native };
+            rng.uniform(lo, hi)
+        };
+        let liver = pick(rng, [95.0, 125.0], [50.0, 65.0]);
+        // Unenhanced blood is darker than the liver; its vessels show as dark tubes.
+        let portal_vein = if enhanced { rng.uniform(150.0, 210.0) } else { liver - rng.uniform(8.0, 15.0) };
+        let hepatic_vein = if enhanced { rng.uniform(130.0, 190.0) } else { liver - rng.uniform(8.0, 15.0) };
+        let tissue = Tissue {
+            fat: rng.uniform(-110.0, -85.0),
+            muscle: pick(rng, [50.0, 65.0], [40.0, 55.0]),
+            cortical: rng.uniform(650.0, 950.0),
+            cancellous: rng.uniform(170.0, 280.0),
+            disc: rng.uniform(70.0, 95.0),
+            csf: rng.uniform(5.0, 15.0),
+            blood: pick(rng, [140.0, 200.0], [35.0, 50.0]),
+            portal_vein,
+            hepatic_vein,
+            myocardium: pick(rng, [90.0, 125.0], [35.0, 50.0]),
+            lung: rng.uniform(-880.0, -830.0),
+            spleen: if enhanced { liver + rng.uniform(0.0, 20.0) } else { liver - rng.uniform(5.0, 12.0) },
+            kidney: if enhanced { liver + rng.uniform(40.0, 90.0) } else { rng.uniform(28.0, 40.0) },
+            bile: rng.uniform(0.0, 22.0),
+            gut_content: rng.uniform(5.0, 30.0),
+        };
+        (liver, tissue)
+    }
+}
+
+/// The diaphragm's lower (abdominal) surface as a height over the axial plane: the smooth
+/// upper envelope of three paraboloid caps, the right dome, the left dome and the central
+/// tendon under the heart. The muscle sheet lies between it and `thick` mm above.
+#[derive(Debug, Clone)]
+struct Diaphragm {
+    /// Each cap's apex `[x, y, z]` and how far it falls (mm) one half-width away.
+    caps: [([f64; 3], f64); 3],
+    half_width: [f64; 2],
+    thick: f64,
+    blend: f64,
+}
+
+impl Diaphragm {
+    fn height(&self, x: f64, y: f64) -> f64 {
+        let cap = |&(c, fall): &([f64; 3], f64)| {
+            let (u, v) = ((x - c[0]) / self.half_width[0], (y - c[1]) / self.half_width[1]);
+            // The posterior recesses reach lower than the front.
+            let v = if v < 0.0 { 1.3 * v } else { v };
+            c[2] - fall * (u * u + v * v)
+        };
+        let [r, l, t] = &self.caps;
+        smooth_max(smooth_max(cap(r), cap(l), self.blend), cap(t), self.blend)
+    }
+
+    /// Height of the right dome's apex, the liver dome's ceiling.
+    fn apex(&self) -> f64 {
+        self.caps[0].0[2]
+    }
+}
+
+/// The heart: a rough ellipsoid of chambers of blood inside a wall of myocardium with an
+/// interventricular septum, in a layer of pericardial fat.
+#[derive(Debug, Clone)]
+struct Heart {
+    blob: Blob,
+    /// Myocardium from the surface inwards, in normalised radius.
+    wall: f64,
+    /// Pericardial fat outside the surface, in normalised radius.
+    fat: f64,
+    /// Unit normal of the septum's plane through the centre.
+    septum: [f64; 3],
 }
 
 /// The drawn anatomy of one case, in mm relative to the patient centre (RAS+).
@@ -614,10 +801,15 @@ struct Body {
     phase: Phase,
     liver_hu: f64,
     tissue: Tissue,
+    dia: Diaphragm,
+    heart: Heart,
+    lung_texture: Waves,
+    lung_vessels: [Waves; 2],
     lobes: Vec<Blob>,
     liver_box: ([f64; 3], [f64; 3]),
     texture: [Waves; 2],
-    vessels: [Waves; 2],
+    portal: vessels::Tree,
+    hepatic: vessels::Tree,
     tumors: Vec<Tumor>,
     spleen: Blob,
     kidneys: [Kidney; 2],
@@ -638,42 +830,38 @@ impl Body {
         let s = a / 150.0;
         let half_z = fov[2] / 2.0;
         let spine_y = -b + 72.0 * s;
-        let phase = if rng.chance(0.6) { Phase::PortalVenous } else { Phase::Native };
-        let liver_hu = match phase {
-            Phase::PortalVenous => rng.uniform(55.0, 78.0),
-            Phase::Native => rng.uniform(42.0, 65.0),
-        };
-        let blood = match phase {
-            Phase::PortalVenous => rng.uniform(130.0, 190.0),
-            Phase::Native => rng.uniform(35.0, 45.0),
-        };
-        let liver_vessel = match phase {
-            Phase::PortalVenous => liver_hu + rng.uniform(40.0, 80.0),
-            Phase::Native => liver_hu - rng.uniform(8.0, 15.0),
-        };
-        let tissue = Tissue {
-            fat: rng.uniform(-110.0, -85.0),
-            muscle: rng.uniform(40.0, 60.0),
-            cortical: rng.uniform(650.0, 950.0),
-            cancellous: rng.uniform(170.0, 280.0),
-            disc: rng.uniform(70.0, 95.0),
-            csf: rng.uniform(5.0, 15.0),
-            blood,
-            liver_vessel,
-            // Distractors share the liver's intensity range: only shape and place tell.
-            spleen: liver_hu + rng.uniform(-8.0, 12.0),
-            kidney: liver_hu + rng.uniform(-10.0, 20.0),
-            bile: rng.uniform(0.0, 22.0),
-            gut_content: rng.uniform(5.0, 30.0),
-        };
+        let phase = if rng.chance(0.75) { Phase::PortalVenous } else { Phase::Native };
+        let (liver_hu, tissue) = Tissue::draw(rng, phase);
 
-        // Liver: right lobe, left lobe reaching across the midline, sometimes an inferior tip.
-        let dome = half_z + rng.uniform(-35.0, 10.0) * s;
+        // The field of view reaches from just under the liver dome (the dome cut off) to
+        // half its height above it, into the chest.
+        let dome = half_z - rng.uniform(-25.0, 0.5 * fov[2]);
+        let dia = Diaphragm {
+            caps: [
+                ([0.42 * a, -0.05 * b, dome], 60.0 * s),
+                ([-0.42 * a, -0.05 * b, dome - rng.uniform(10.0, 25.0) * s], 60.0 * s),
+                ([-0.05 * a, 0.25 * b, dome - rng.uniform(12.0, 25.0) * s], 30.0 * s),
+            ],
+            half_width: [0.5 * a, 0.75 * b],
+            thick: rng.uniform(3.0, 5.0) * s,
+            blend: 15.0 * s,
+        };
+        let tendon = dia.caps[2].0;
+        let mut heart_blob = Blob::draw(rng, [0.0; 3], [0.36 * a, 0.30 * b, 55.0 * s], 0.1, 0.05, 80.0 * s);
+        // It rests on the central tendon: its lowest quarter sits under the diaphragm's
+        // surface and is cut off there, flattening it as the real heart is.
+        heart_blob.c = [-0.10 * a, 0.25 * b, tendon[2] + dia.thick + 0.75 * heart_blob.r[2]];
+        let angle = rng.uniform(35.0, 55.0).to_radians();
+        let heart =
+            Heart { blob: heart_blob, wall: rng.uniform(0.14, 0.2), fat: rng.uniform(0.08, 0.2), septum: [angle.cos(), -angle.sin(), 0.0] };
+
+        // Liver: right lobe, left lobe reaching across the midline, sometimes an inferior tip;
+        // the diaphragm caps them.
         let zl = dome - 75.0 * s;
-        let mut right = Blob::draw(rng, [0.48 * a, -0.05 * b, zl], [0.44 * a, 0.72 * b, 75.0 * s], 0.1, 0.08, 70.0 * s);
+        let mut right = Blob::draw(rng, [0.48 * a, -0.05 * b, zl], [0.44 * a, 0.72 * b, 80.0 * s], 0.1, 0.08, 70.0 * s);
         right.taper = rng.uniform(0.15, 0.35);
         let mut lobes =
-            vec![right, Blob::draw(rng, [-0.08 * a, 0.38 * b, zl + 22.0 * s], [0.34 * a, 0.30 * b, 40.0 * s], 0.1, 0.08, 60.0 * s)];
+            vec![right, Blob::draw(rng, [-0.08 * a, 0.38 * b, zl + 30.0 * s], [0.34 * a, 0.30 * b, 45.0 * s], 0.1, 0.08, 60.0 * s)];
         if rng.chance(0.5) {
             lobes.push(Blob::draw(rng, [0.55 * a, -0.10 * b, zl - 58.0 * s], [0.25 * a, 0.35 * b, 45.0 * s], 0.1, 0.08, 50.0 * s));
         }
@@ -689,7 +877,22 @@ impl Body {
             }
         }
         let texture = [Waves::draw(rng, 30.0 * s), Waves::draw(rng, 10.0 * s)];
-        let vessels = [Waves::draw(rng, 50.0 * s), Waves::draw(rng, 50.0 * s)];
+
+        // Vessels. The portal vein rises from behind the pancreas to the hilum and divides
+        // into a right and a left branch; the three hepatic veins fan out from the vena cava
+        // under the dome.
+        let ivc = [22.0 * s, spine_y + 18.0 * s + 16.0 * s];
+        let hilum = [0.22 * a, 0.02 * b, zl - 20.0 * s];
+        let confluence = [0.02 * a, spine_y + 18.0 * s + 35.0 * s, zl - 75.0 * s];
+        let portal_r = rng.uniform(5.5, 7.0) * s;
+        let growth = vessels::Growth { generations: 4, min_radius: 0.8 };
+        let mut portal = vessels::Tree::grow(rng, confluence, &[hilum], portal_r, &vessels::Growth { generations: 0, ..growth });
+        let branches = [[0.55 * a, -0.05 * b, zl + 5.0 * s], [-0.10 * a, 0.38 * b, zl + 20.0 * s]];
+        portal.extend(vessels::Tree::grow(rng, hilum, &branches, 0.8 * portal_r, &growth));
+        let root = [ivc[0], ivc[1], dome - 22.0 * s];
+        let veins = [[0.62 * a, -0.05 * b, zl - 20.0 * s], [0.25 * a, 0.35 * b, zl - 25.0 * s], [-0.15 * a, 0.40 * b, zl + 10.0 * s]];
+        let hepatic_r = rng.uniform(4.5, 6.0) * s;
+        let hepatic = vessels::Tree::grow(rng, root, &veins, hepatic_r, &vessels::Growth { generations: 3, ..growth });
 
         let spleen = Blob::draw(rng, [-0.62 * a, -0.30 * b, zl + 12.0 * s], [0.20 * a, 0.30 * b, 50.0 * s], 0.1, 0.10, 40.0 * s);
         let kidney = |rng: &mut SeededRng, side: f64, z: f64| {
@@ -725,10 +928,15 @@ impl Body {
             phase,
             liver_hu,
             tissue,
+            dia,
+            heart,
+            lung_texture: Waves::draw(rng, 8.0),
+            lung_vessels: [Waves::draw(rng, 30.0), Waves::draw(rng, 30.0)],
             lobes,
             liver_box: (lo, hi),
             texture,
-            vessels,
+            portal,
+            hepatic,
             tumors: Vec::new(),
             spleen,
             kidneys,
@@ -738,43 +946,92 @@ impl Body {
             bowel: [Waves::draw(rng, 40.0 * s), Waves::draw(rng, 25.0 * s)],
         };
         if !tumor_free {
-            let mut n = 1;
-            while n < 6 && rng.chance(0.45) {
-                n += 1;
-            }
-            for t in 0..n {
-                // The first tumor is a lesion of 2.4-5 cm across, the common size in LiTS;
-                // satellites are 0.6-2.4 cm.
-                let radius = if t == 0 { rng.uniform(12.0, 25.0) } else { 3.0 + 9.0 * rng.unit().powf(1.3) };
-                if let Some(tumor) = body.place_tumor(rng, radius) {
-                    body.tumors.push(tumor);
-                }
-            }
+            body.draw_tumors(rng);
         }
         body
     }
 
-    /// Draws a tumor centred well inside the liver, away from the vena cava and bile.
-    fn place_tumor(&self, rng: &mut SeededRng, radius: f64) -> Option<Tumor> {
+    /// Lesions as in LiTS: a dominant one and smaller ones, a few or many, some confluent.
+    fn draw_tumors(&mut self, rng: &mut SeededRng) {
+        let n = if rng.chance(0.25) {
+            rng.int(5, 12)
+        } else {
+            let mut n = 1;
+            while n < 5 && rng.chance(0.5) {
+                n += 1;
+            }
+            n
+        };
+        for t in 0..n {
+            let diameter = if t == 0 { log_normal(rng, 30.0, 0.45, 10.0, 100.0) } else { log_normal(rng, 13.0, 0.55, 5.0, 60.0) };
+            let near = (!self.tumors.is_empty() && rng.chance(0.2)).then(|| rng.below(self.tumors.len() as u64) as usize);
+            if let Some(tumor) = self.place_tumor(rng, diameter / 2.0, near) {
+                self.tumors.push(tumor);
+            }
+        }
+    }
+
+    /// Draws a lesion centred inside the liver, deep enough for its size, away from the vena
+    /// cava and bile; touching lesion `near` when given.
+    fn place_tumor(&self, rng: &mut SeededRng, radius: f64, near: Option<usize>) -> Option<Tumor> {
         let (lo, hi) = self.liver_box;
-        for _ in 0..5000 {
-            let c = [0, 1, 2].map(|a| rng.uniform(lo[a], hi[a]));
-            if self.liver_level(c) < -0.15 && self.organ_over_liver(c).is_none() && self.cavity(c) {
-                let hyper = rng.chance(0.15);
-                // Hypodense lesions sit 45-90 HU below the enhanced parenchyma, as metastases
-                // do in the portal-venous phase; hyperdense ones 35-55 HU above.
-                let contrast = if hyper { rng.uniform(35.0, 55.0) } else { rng.uniform(-90.0, -45.0) };
-                let rim = if !hyper && rng.chance(0.25) { rng.uniform(10.0, 25.0) } else { 0.0 };
-                return Some(Tumor {
-                    blob: Blob::draw(rng, c, [radius; 3], 0.2, 0.12, 2.5 * radius),
-                    radius_mm: radius,
-                    contrast,
-                    rim,
-                    texture: Waves::draw(rng, 6.0),
-                });
+        let depth = 0.05 + radius / 150.0;
+        for _ in 0..2000 {
+            let c = match near {
+                Some(i) => {
+                    let other = &self.tumors[i];
+                    let d = loop {
+                        let d = [rng.normal(), rng.normal(), rng.normal()];
+                        let n = norm(d);
+                        if n > 1e-6 {
+                            break d.map(|x| x / n);
+                        }
+                    };
+                    // Overlapping by a third of the smaller radius: one mass of two lobes.
+                    let reach = other.radius_mm + radius - radius.min(other.radius_mm) / 3.0;
+                    [0, 1, 2].map(|k| other.blob.c[k] + d[k] * reach)
+                }
+                None => [0, 1, 2].map(|k| rng.uniform(lo[k], hi[k])),
+            };
+            if self.liver_level(c) < -depth && self.organ_over_liver(c).is_none() && self.cavity(c) {
+                return Some(self.draw_lesion(rng, c, radius, near.is_some()));
             }
         }
         None
+    }
+
+    fn draw_lesion(&self, rng: &mut SeededRng, c: [f64; 3], radius: f64, confluent: bool) -> Tumor {
+        let enhanced = self.phase == Phase::PortalVenous;
+        let roll = rng.unit();
+        let (kind, contrast, rim, necrosis) = if !enhanced {
+            // Unenhanced, lesions differ from the liver by little and have no rim.
+            (LesionKind::Hypodense, -rng.uniform(10.0, 30.0), 0.0, None)
+        } else if roll < 0.75 {
+            let contrast = -rng.uniform(25.0, 70.0);
+            if radius > 12.5 && rng.chance(0.5) {
+                (LesionKind::Necrotic, contrast, rng.uniform(15.0, 35.0), Some(rng.uniform(10.0, 30.0)))
+            } else if rng.chance(0.4) {
+                (LesionKind::Rim, contrast, rng.uniform(15.0, 35.0), None)
+            } else {
+                (LesionKind::Hypodense, contrast, 0.0, None)
+            }
+        } else if roll < 0.9 {
+            (LesionKind::Hyperdense, rng.uniform(20.0, 50.0), 0.0, None)
+        } else {
+            (LesionKind::Capsule, -rng.uniform(12.0, 25.0), rng.uniform(15.0, 30.0), None)
+        };
+        let grain_mm = rng.uniform(4.0, 8.0);
+        Tumor {
+            blob: Blob::draw(rng, c, [radius; 3], 0.2, 0.12, 2.5 * radius),
+            radius_mm: radius,
+            kind,
+            confluent,
+            contrast,
+            rim,
+            necrosis,
+            texture: Waves::draw(rng, grain_mm),
+            texture_hu: rng.uniform(4.0, 10.0),
+        }
     }
 
     /// Signed depth below the skin in the axial plane (negative outside the body).
@@ -815,7 +1072,9 @@ impl Body {
         // cut the lobes off there with a soft edge.
         let s = self.scale;
         let allowed = (p[0] - 0.05 * self.a).max(p[1] - self.spine_y - self.spine_r[1] - 26.0 * s) / (20.0 * s);
-        level.max(-allowed)
+        // The diaphragm is its ceiling.
+        let under = (self.dia.height(p[0], p[1]) - p[2]) / (20.0 * s);
+        level.max(-allowed).max(-under)
     }
 
     /// Structures that take precedence over the liver where they overlap it.
@@ -899,7 +1158,7 @@ impl Body {
         }
         let wall = fat + self.wall_depth;
         if depth < wall + 6.0 * s {
-            // Ribs run obliquely through the wall around the upper abdomen.
+            // Ribs run obliquely through the wall around the upper abdomen and the chest.
             let angle = p[1].atan2(p[0]);
             let band = ((p[2] + 18.0 * s * angle) / self.rib_period).rem_euclid(1.0);
             let midline = p[0].abs() < 30.0 * s && p[1] > 0.0;
@@ -913,9 +1172,17 @@ impl Body {
         if let Some(o) = self.organ_over_liver(p) {
             return o;
         }
+        let above = p[2] - self.dia.height(p[0], p[1]);
+        if above >= 0.0 {
+            return if above < self.dia.thick { (t.muscle, 0) } else { self.chest_at(p) };
+        }
         let liver = self.liver_level(p);
         if liver < 0.0 && depth > wall + 2.0 * s {
             return self.liver_at(p);
+        }
+        // The portal vein's trunk and main branches run outside the liver to the hilum.
+        if self.portal.at(p).is_some_and(|g| g == 0) {
+            return (t.portal_vein, 0);
         }
         if self.spleen.inside(p) {
             return (t.spleen + 3.0 * self.texture[1].at(p), 0);
@@ -927,8 +1194,9 @@ impl Body {
                 if norm(d) < k.hilum_r {
                     return (t.fat + 30.0, 0);
                 }
-                // Cortex outside, medulla within.
-                return (if level < -0.3 { t.kidney - 15.0 } else { t.kidney }, 0);
+                // Cortex outside, medulla within (enhancing later than the cortex).
+                let medulla = if self.phase == Phase::PortalVenous { 40.0 } else { 10.0 };
+                return (if level < -0.3 { t.kidney - medulla } else { t.kidney }, 0);
             }
         }
         if let Some(st) = &self.stomach {
@@ -944,7 +1212,7 @@ impl Body {
         // Bowel loops with walls, content and gas in mesenteric fat.
         let h = self.bowel[0].at(p);
         if h.abs() < 0.18 {
-            (35.0, 0)
+            (t.muscle - 10.0, 0)
         } else if h > 0.0 {
             (if self.bowel[1].at(p) > 1.3 { -800.0 } else { t.gut_content }, 0)
         } else {
@@ -957,16 +1225,22 @@ impl Body {
         for tumor in &self.tumors {
             let level = tumor.blob.level(p);
             if level < 0.0 {
-                // A soft edge (partial enhancement) makes small tumors harder to see.
+                if let Some(fluid) = tumor.necrosis {
+                    if level < -0.5 {
+                        return (fluid + 0.5 * tumor.texture_hu * tumor.texture.at(p), 2);
+                    }
+                }
+                // A soft edge (partial enhancement) makes small lesions harder to see.
                 let core = 0.55 + 0.45 * smoothstep(-level / 0.35);
-                let rim = if level > -0.15 { tumor.rim } else { 0.0 };
-                return (base + tumor.contrast * core + rim + 4.0 * tumor.texture.at(p), 2);
+                let rim = if level > -0.2 { tumor.rim } else { 0.0 };
+                return (base + tumor.contrast * core + rim + tumor.texture_hu * tumor.texture.at(p), 2);
             }
         }
-        // Vessels run where two smooth fields are both near zero: thin branching tubes.
-        const WIDTH: f64 = 0.2;
-        if self.vessels[0].at(p).abs() < WIDTH && self.vessels[1].at(p).abs() < WIDTH {
-            return (self.tissue.liver_vessel, 1);
+        if self.portal.at(p).is_some() {
+            return (self.tissue.portal_vein, 1);
+        }
+        if self.hepatic.at(p).is_some() {
+            return (self.tissue.hepatic_vein, 1);
         }
         (base, 1)
     }
@@ -1069,6 +1343,85 @@ mod tests {
                 assert!((col - spacing).abs() < 1e-9);
             }
         }
+    }
+
+    /// World (RAS) position of voxel `idx` under the affine `aff`.
+    fn world(aff: &[[f64; 4]; 4], idx: (usize, usize, usize)) -> [f64; 3] {
+        let ijk = [idx.0 as f64, idx.1 as f64, idx.2 as f64];
+        [0, 1, 2].map(|r| (0..3).map(|c| aff[r][c] * ijk[c]).sum::<f64>() + aff[r][3])
+    }
+
+    #[test]
+    fn the_liver_stays_under_the_dome_with_lung_and_heart_above_it() {
+        // Noise-free quick-start-sized cases: every liver voxel lies below the right dome's
+        // apex; above it, cases that reach into the chest hold lung air and unlabelled tissue
+        // as bright as the liver (the heart).
+        let cfg = SynthConfig { cases: 8, seed: 11, noise_sd_hu: [0.0, 0.0], ..SynthConfig::default() };
+        let mut with_chest = 0;
+        for i in 0..cfg.cases {
+            let ph = generate_case(&cfg, i).unwrap();
+            let aff = ph.image.affine;
+            let (mut top, mut fov_top) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+            for (idx, &l) in ph.labels.data.indexed_iter() {
+                let z = world(&aff, idx)[2];
+                fov_top = fov_top.max(z);
+                if l >= 1 {
+                    top = top.max(z);
+                }
+            }
+            // The grid's top voxel centre sits half a slice under the field of view's edge.
+            let apex = fov_top + ph.info.spacing[2] / 2.0 - ph.info.chest_mm;
+            assert!(top <= apex + 1e-6, "case {i}: liver up to z {top}, dome apex at {apex}");
+            if ph.info.chest_mm < 60.0 {
+                continue;
+            }
+            with_chest += 1;
+            let (mut lung, mut bright) = (0usize, 0usize);
+            for ((idx, &v), &l) in ph.image.data.indexed_iter().zip(&ph.labels.data) {
+                if world(&aff, idx)[2] > apex + 20.0 {
+                    lung += usize::from(v < -700.0);
+                    bright += usize::from(l == 0 && (ph.info.liver_hu - 25.0..ph.info.liver_hu + 25.0).contains(&(v as f64)));
+                }
+            }
+            assert!(lung > 500 && bright > 200, "case {i}: {lung} lung voxels, {bright} liver-like ones above the dome");
+        }
+        assert!(with_chest >= 2, "only {with_chest} of {} cases reach 6 cm into the chest", cfg.cases);
+    }
+
+    #[test]
+    fn enhanced_vessels_branch_inside_the_liver() {
+        let cfg = SynthConfig { cases: 12, seed: 5, noise_sd_hu: [0.0, 0.0], ..tiny() };
+        let mut checked = 0;
+        for i in 0..cfg.cases {
+            let ph = generate_case(&cfg, i).unwrap();
+            if ph.info.phase != Phase::PortalVenous {
+                continue;
+            }
+            let liver: Vec<f32> = ph.image.data.iter().zip(&ph.labels.data).filter(|(_, &l)| l == 1).map(|(&v, _)| v).collect();
+            let vessel = liver.iter().filter(|&&v| v as f64 > ph.info.liver_hu + 25.0).count();
+            let share = vessel as f64 / liver.len() as f64;
+            assert!((0.005..0.2).contains(&share), "case {i}: {share:.4} of the liver brighter than its parenchyma");
+            checked += 1;
+        }
+        assert!(checked >= 3);
+    }
+
+    #[test]
+    fn lesions_follow_the_lits_like_distribution() {
+        // The drawn lesions of many cases (no voxels needed: the manifest records them).
+        let cfg = SynthConfig { cases: 60, seed: 2, ..tiny() };
+        let infos: Vec<CaseInfo> = (0..cfg.cases).into_par_iter().map(|i| generate_case(&cfg, i).unwrap().info).collect();
+        let lesions: Vec<&TumorInfo> = infos.iter().flat_map(|c| &c.tumors).collect();
+        let small = lesions.iter().filter(|t| t.radius_mm < 10.0).count() as f64 / lesions.len() as f64;
+        assert!(small > 0.4, "{small:.2} of the lesions under 2 cm");
+        assert!(lesions.iter().any(|t| t.radius_mm > 25.0), "no lesion over 5 cm");
+        assert!(infos.iter().any(|c| c.tumors.len() >= 5), "no case with five or more lesions");
+        assert!(lesions.iter().any(|t| t.confluent), "no confluent lesion");
+        for kind in [LesionKind::Hypodense, LesionKind::Rim, LesionKind::Hyperdense, LesionKind::Capsule] {
+            assert!(lesions.iter().any(|t| t.kind == kind), "no {kind:?} lesion");
+        }
+        let hypo = lesions.iter().filter(|t| t.contrast_hu < 0.0).count() as f64 / lesions.len() as f64;
+        assert!(hypo > 0.6, "{hypo:.2} hypodense");
     }
 
     #[test]
