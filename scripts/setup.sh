@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what lits needs to build and test into the project-local .venv:
 # torch 2.11.0 from PyPI (its libtorch is what lits links) and the pinned test peers.
+# In full mode it also puts the real-CT smoke check's scan (tests/real_ct.rs) at
+# .venv/share/lits/real-ct/lung2_image.nii.gz: pyradiomics 3.0.1's data/lung2_image.nrrd,
+# from its source distribution on PyPI (sha256-pinned), as NIfTI (scripts/real_ct.py).
 # Idempotent: when .venv already matches requirements.txt it returns in about a second.
 #
 # LITS_SETUP picks what goes in (the Docker images' build stages use the narrower ones):
@@ -20,6 +23,15 @@ mode=${LITS_SETUP:-full}
 
 die() { echo "setup: error: $*" >&2; exit 1; }
 
+real_ct="$venv/share/lits/real-ct/lung2_image.nii.gz"
+# The Docker images' narrower modes build and run lits without the test suite: no scan.
+fetch_real_ct() {
+  if [ "$mode" != full ] || [ -f "$real_ct" ]; then return 0; fi
+  echo "setup: fetching the real-CT test scan (pyradiomics 3.0.1 source distribution, 34 MB, from PyPI)"
+  "$venv/bin/python" "$root/scripts/real_ct.py" fetch "$real_ct" \
+    || die "could not put the real-CT test scan at $real_ct (see above)"
+}
+
 case "$mode" in
   full) want=$(sha256sum "$req" | cut -d' ' -f1) ;;
   torch | torch-cpu) want=$( (echo "$mode"; cat "$req") | sha256sum | cut -d' ' -f1) ;;
@@ -27,6 +39,8 @@ case "$mode" in
 esac
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$venv/libtorch/build-version" ] \
     && [ -f "$venv/libtorch/include/torch/csrc/api/include/torch/torch.h" ]; then
+  # A .venv set up before the scan was part of it gets the scan now.
+  fetch_real_ct
   echo "setup: .venv is up to date (torch $(cat "$venv/libtorch/build-version"))"
   exit 0
 fi
@@ -90,4 +104,5 @@ fi
 echo "$torch_version" > "$torch_dir/build-version"
 ln -sfn "$torch_dir" "$venv/libtorch"
 echo "$want" > "$stamp"
+fetch_real_ct
 echo "setup: done (torch $(cat "$venv/libtorch/build-version") at .venv/libtorch)"
