@@ -564,13 +564,7 @@ impl Waves {
         let mut k = Vec::with_capacity(Self::COUNT);
         let mut phase = Vec::with_capacity(Self::COUNT);
         for _ in 0..Self::COUNT {
-            let d = loop {
-                let d = [rng.normal(), rng.normal(), rng.normal()];
-                let n = norm(d);
-                if n > 1e-6 {
-                    break d.map(|x| x / n);
-                }
-            };
+            let d = unit_vector(rng);
             let mag = TAU / (wavelength_mm * rng.uniform(0.75, 1.33));
             k.push(d.map(|x| x * mag));
             phase.push(rng.uniform(0.0, TAU));
@@ -591,6 +585,17 @@ impl Waves {
 
 fn norm(v: [f64; 3]) -> f64 {
     (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+}
+
+/// A random direction: a normalised draw of three standard normals.
+fn unit_vector(rng: &mut SeededRng) -> [f64; 3] {
+    loop {
+        let d = [rng.normal(), rng.normal(), rng.normal()];
+        let n = norm(d);
+        if n > 1e-6 {
+            return d.map(|x| x / n);
+        }
+    }
 }
 
 /// An ellipsoid with a rough surface. `level < 0` inside; about the normalised radius - 1.
@@ -980,13 +985,7 @@ impl Body {
             let c = match near {
                 Some(i) => {
                     let other = &self.tumors[i];
-                    let d = loop {
-                        let d = [rng.normal(), rng.normal(), rng.normal()];
-                        let n = norm(d);
-                        if n > 1e-6 {
-                            break d.map(|x| x / n);
-                        }
-                    };
+                    let d = unit_vector(rng);
                     // Overlapping by a third of the smaller radius: one mass of two lobes.
                     let reach = other.radius_mm + radius - radius.min(other.radius_mm) / 3.0;
                     [0, 1, 2].map(|k| other.blob.c[k] + d[k] * reach)
