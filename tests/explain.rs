@@ -164,6 +164,43 @@ fn tumor_map_lies_on_the_predicted_tumor_and_bad_input_is_refused() {
     // The region is a small part of the scan (printed); most of the map must lie there.
     assert!(share >= 0.9, "only {share} of the tumor map lies on and around the predicted tumor");
 
+    // The same scan without its lesion: tumor is predicted nowhere, so the map is zero.
+    // Said in a warning naming the scan and the class, in the scan's line and in the JSON
+    // summary; the map is still written. The scan with the lesion carries no warning.
+    let clean = tmp.path().join("clean");
+    std::fs::create_dir(&clean).unwrap();
+    python(
+        "import sys, numpy as np, nibabel as nib\n\
+         s = nib.load(sys.argv[1]); x = np.asarray(s.dataobj).copy(); x[x > 175] = 100.0\n\
+         nib.save(nib.Nifti1Image(x, s.affine, s.header), sys.argv[2] + '/no-lesion.nii.gz')",
+        &[&scan, &clean],
+    );
+    let out_clean = tmp.path().join("out-clean");
+    let summary = tmp.path().join("explain.json");
+    let o = ok(on("explain", &["--json", summary.to_str().unwrap()], &clean.join("no-lesion.nii.gz"), &out_clean));
+    let err = text(&o.stderr);
+    let warning = err.lines().find(|l| l.contains("WARN")).unwrap_or_else(|| panic!("no warning:\n{err}"));
+    assert!(warning.contains("no-lesion.nii.gz") && warning.contains("predicts tumor nowhere") && warning.contains("zero"), "{err}");
+    let line = err.lines().find(|l| l.contains("no-lesion_seg_explain_tumor.nii.gz (peak")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("tumor predicted nowhere: the map is zero"), "{line}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let entry = &v["scans"][0];
+    assert_eq!(entry["class"], "tumor", "{v}");
+    assert_eq!(entry["class_voxels"], 0, "{v}");
+    assert_eq!(entry["map_is_zero"], true, "{v}");
+    assert!(entry["warning"].as_str().is_some_and(|w| w.contains("nowhere")), "{v}");
+    let zero = python(
+        "import sys, numpy as np, nibabel as nib\nprint(int(np.count_nonzero(np.asarray(nib.load(sys.argv[1]).dataobj))))",
+        &[&out_clean.join("no-lesion_seg_explain_tumor.nii.gz")],
+    );
+    assert_eq!(zero.trim(), "0", "the map is written, zero everywhere");
+    let summary2 = tmp.path().join("explain2.json");
+    let o = ok(on("explain", &["--json", summary2.to_str().unwrap()], &scan, &tmp.path().join("out-lesion")));
+    assert!(!text(&o.stderr).contains("WARN"), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary2).unwrap()).unwrap();
+    assert!(v["scans"][0]["class_voxels"].as_u64().unwrap() > 0 && v["scans"][0]["map_is_zero"] == false, "{v}");
+    assert!(v["scans"][0].get("warning").is_none(), "{v}");
+
     // Bad input as for predict: reported by name, the others explained, nothing left of
     // the bad ones; unknown names refused with the choices.
     std::fs::write(inputs.join("bad.nii.gz"), b"not a nifti file at all").unwrap();

@@ -71,12 +71,36 @@ pub struct Explanation {
     /// Where the time went; `network` is the sliding-window attribution (forward and
     /// backward passes and the blending).
     pub timings: Timings,
+    /// The explained class's name.
+    pub class: String,
+    /// Voxels of the scan where the network predicts the class (the argmax of its
+    /// probabilities, before the largest-liver clean-up). Where it is 0 the class wins
+    /// nowhere, and the map, the gradient of a sum over no voxel, is zero everywhere.
+    pub class_voxels: u64,
+    /// Whether the map is zero everywhere.
+    pub map_is_zero: bool,
+}
+
+impl Explanation {
+    /// What a reader of the map must be told, if anything: that it is zero everywhere, and
+    /// why (`None` for a map with something in it).
+    pub fn warning(&self) -> Option<String> {
+        match (self.class_voxels, self.map_is_zero) {
+            (0, _) => Some(format!("the model predicts {} nowhere in the scan, so its map is zero everywhere", self.class)),
+            (_, true) => {
+                Some(format!("the map of {} is zero everywhere, though the model predicts it in {} voxels", self.class, self.class_voxels))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Predictor {
-    /// Refuses a class this network does not have, before any scan is read.
+    /// Refuses a class this network does not have, and preparing scans with a config that
+    /// does not say how, before any scan is read.
     pub fn check_explain(&self, opts: &ExplainOptions) -> Result<()> {
-        Ok(opts.what.check(&self.net)?)
+        opts.what.check(&self.net)?;
+        self.check_preprocess(opts.preprocess)
     }
 
     /// Explains `input`'s segmentation of `opts.what.class` and writes the map into
@@ -98,15 +122,14 @@ impl Predictor {
             Some(r) => r.to_source(r.restore_image_oriented(&map, 0.0).map_err(|e| named(input, e.into()))?),
             None => map,
         };
-        let labels = match &grey {
-            Some(_) => {
-                let (labels, _) = fold_classes(input, maps, &record, false, |_, _| Ok(()))?;
-                let mut labels = to_source(&record, labels);
-                predict::keep_largest_liver(&mut labels.data);
-                Some(labels)
-            }
-            None => None,
-        };
+        let map_is_zero = map.data.iter().all(|&v| v == 0.0);
+        let (labels, _) = fold_classes(input, maps, &record, false, |_, _| Ok(()))?;
+        let mut labels = to_source(&record, labels);
+        let class_voxels = labels.data.iter().filter(|&&l| i64::from(l) == opts.what.class).count() as u64;
+        let labels = grey.is_some().then(|| {
+            predict::keep_largest_liver(&mut labels.data);
+            labels
+        });
 
         std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
         let name = output_name(input);
@@ -120,7 +143,15 @@ impl Predictor {
             extra.push(path);
         }
         timings.rest = start.elapsed().as_secs_f64() - timings.read - timings.preprocess - timings.network;
-        Ok(Explanation { map: out, extra, peak_memory: memory::peak_resident_bytes(), timings })
+        Ok(Explanation {
+            map: out,
+            extra,
+            peak_memory: memory::peak_resident_bytes(),
+            timings,
+            class: opts.class_name(),
+            class_voxels,
+            map_is_zero,
+        })
     }
 }
 

@@ -1,4 +1,6 @@
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::process::ExitCode;
 
 use lits_infer::explain::{self, ExplainOptions};
@@ -37,6 +39,33 @@ pub struct Args {
     /// through the map's maximum, the mask over the CT above, the map as heat below.
     #[arg(long)]
     preview: bool,
+    /// Also write a JSON summary: per scan the map, the class, the voxels where the model
+    /// predicts it, whether the map is zero (and the warning that goes with it), peak memory
+    /// and times; or the scan's error.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// A scan's entry in the `--json` summary.
+#[derive(Debug, Default, serde::Serialize)]
+struct ScanRecord {
+    input: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class_voxels: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map_is_zero: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,8 +78,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         preview: args.preview,
     };
     predictor.check_explain(&opts)?;
-    Ok(for_each_scan(&files, "explained", |f| {
-        let e = predictor.explain_file(f, &args.out, &opts)?;
-        Ok(report(f, &e.map, e.peak_memory, &e.timings))
-    }))
+    let mut records = Vec::new();
+    let code = for_each_scan(&files, "explained", |f| {
+        let e = match predictor.explain_file(f, &args.out, &opts) {
+            Ok(e) => e,
+            Err(err) => {
+                records.push(ScanRecord { input: f.to_path_buf(), error: Some(err.to_string()), ..ScanRecord::default() });
+                return Err(err.into());
+            }
+        };
+        let warning = e.warning();
+        if let Some(w) = &warning {
+            tracing::warn!("{}: {w}", f.display());
+        }
+        let line = format!(
+            "{}; {}",
+            report(f, &e.map, e.peak_memory, &e.timings),
+            match e.class_voxels {
+                0 => format!("{} predicted nowhere: the map is zero", e.class),
+                n if e.map_is_zero => format!("{} predicted in {n} voxels, the map is zero", e.class),
+                n => format!("{} predicted in {n} voxels", e.class),
+            }
+        );
+        records.push(ScanRecord {
+            input: f.to_path_buf(),
+            map: Some(e.map.clone()),
+            class: Some(e.class.clone()),
+            class_voxels: Some(e.class_voxels),
+            map_is_zero: Some(e.map_is_zero),
+            warning,
+            peak_memory_bytes: e.peak_memory,
+            seconds: Some(e.timings.total()),
+            error: None,
+        });
+        Ok(line)
+    });
+    if let Some(path) = &args.json {
+        lits_data::json::write(path, &serde_json::json!({ "scans": records }))
+            .with_context(|| format!("{}: cannot write the summary", path.display()))?;
+    }
+    Ok(code)
 }
