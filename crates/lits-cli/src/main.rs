@@ -6,8 +6,12 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 /// Reproducible liver and liver-tumor segmentation of CT with a 3D U-Net.
+///
+/// Train a model on NIfTI scans (or on the built-in synthetic phantoms), then segment,
+/// explain and score scans with its run folder. Training repeats bit for bit and resumes
+/// where it stopped. `lits <COMMAND> --help` tells more of each command.
 #[derive(Debug, Parser)]
-#[command(name = "lits", version, about)]
+#[command(name = "lits", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
