@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{lits, ok, python, text, train_tiny};
+use common::{lits, ok, python, text, tiny_config, train_tiny};
 
 /// Writes `ras.nii.gz` (RAS, 7.5 × 8 × 10 mm) and `other.nii.gz` (the same world image
 /// stored with axes permuted and flipped, an LPS-like orientation) plus scans the model
@@ -164,6 +164,76 @@ fn masks_keep_geometry_bad_files_reported_with_peak_memory_bare_mode_is_argmax()
     let bare = tmp.path().join("bare");
     predict_ok(&cache, &["--no-preprocess", "--no-postprocess", "--probabilities"], &run, &[inputs.join("ras.nii.gz")], &bare);
     python(CHECK_BARE, &[&inputs, &bare]);
+}
+
+/// A run whose preprocessing the data resolves (`target_spacing: null`, so the dataset's
+/// median spacing, and nnU-Net's foreground z-score, so the training cases' statistics)
+/// hands its model on as two files: `best.safetensors` and `config.json`, copied alone into
+/// an empty folder, segment a scan byte for byte as `predict --run` does. A config that
+/// still needs the dataset (as a user writes one) is refused naming what is missing.
+#[test]
+fn weights_and_config_carried_alone_predict_as_the_run_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let mut cfg = tiny_config(0, 1, 2, 1);
+    cfg["preprocess"]["target_spacing"] = serde_json::Value::Null;
+    cfg["preprocess"]["intensity"] = serde_json::json!({ "kind": "foreground_z_score" });
+    let cfg_path = tmp.path().join("resolved-by-data.json");
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let run = tmp.path().join("run");
+    ok(lits(&cache).args(["train", "--config"]).arg(&cfg_path).arg("--out").arg(&run).output().unwrap());
+    let recorded: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("plans.json")).unwrap()).unwrap();
+    assert_eq!(recorded["preprocess"]["target_spacing"], plan["median_spacing"], "the median spacing is recorded");
+    let stats = &recorded["preprocess"]["intensity"]["stats"];
+    assert_eq!(stats["mean"], plan["normaliser"]["shift"], "{stats}");
+    assert_eq!(stats["std"], plan["normaliser"]["scale"], "{stats}");
+
+    let inputs = tmp.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    python(MAKE_INPUTS, &[&inputs]);
+    let handed = tmp.path().join("handed-on");
+    std::fs::create_dir(&handed).unwrap();
+    for f in ["best.safetensors", "config.json"] {
+        std::fs::copy(run.join(f), handed.join(f)).unwrap();
+    }
+    let scans = [inputs.join("ras.nii.gz"), inputs.join("other.nii.gz")];
+    let by_run = tmp.path().join("by-run");
+    predict_ok(&cache, &["--probabilities"], &run, &scans, &by_run);
+    let by_files = tmp.path().join("by-files");
+    ok(lits(&cache)
+        .args(["predict", "--probabilities", "--weights"])
+        .arg(handed.join("best.safetensors"))
+        .arg("--config")
+        .arg(handed.join("config.json"))
+        .args(&scans)
+        .arg("--out")
+        .arg(&by_files)
+        .output()
+        .unwrap());
+    for name in ["ras_seg.nii.gz", "ras_seg_prob2.nii.gz", "other_seg.nii.gz", "other_seg_prob1.nii.gz"] {
+        let (a, b) = (std::fs::read(by_run.join(name)).unwrap(), std::fs::read(by_files.join(name)).unwrap());
+        assert!(a == b, "{name} differs between --run and the carried weights and config");
+    }
+
+    // The config as the user wrote it names nothing the data resolved: refused, naming
+    // the file and what it lacks, nothing written.
+    std::fs::copy(&cfg_path, handed.join("config.json")).unwrap();
+    let out = tmp.path().join("unresolved");
+    let o = lits(&cache)
+        .args(["predict", "--weights"])
+        .arg(handed.join("best.safetensors"))
+        .arg("--config")
+        .arg(handed.join("config.json"))
+        .arg(&scans[0])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("handed-on/config.json") && err.contains("target_spacing") && err.contains("plans.json"), "{err}");
+    assert!(!out.exists(), "{}", out.display());
 }
 
 /// Seeded PyTorch weights of the reference U-Net (random BatchNorm statistics included,

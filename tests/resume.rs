@@ -51,7 +51,8 @@ fn shrunk(name: &str) -> Value {
     c
 }
 
-const SAME: [&str; 5] = ["last.safetensors", "best.safetensors", "metrics.jsonl", "checkpoints/last.ckpt", "split.json"];
+const SAME: [&str; 7] =
+    ["last.safetensors", "best.safetensors", "metrics.jsonl", "checkpoints/last.ckpt", "split.json", "config.json", "plans.json"];
 
 fn resumes_bit_identically_from_every_kill_point(name: &str) {
     let tmp = tempfile::tempdir().unwrap();
@@ -68,7 +69,9 @@ fn resumes_bit_identically_from_every_kill_point(name: &str) {
     let metrics_lines = |run: &Path| std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |t| t.lines().count() as u64);
     assert_eq!(metrics_lines(&whole), EPOCHS);
 
-    for point in ["step:1:2", "epoch-end:1", "after-validation:2", "checkpoint-write:2"] {
+    // `prepared`: killed before its config was resolved and recorded (a resume found no
+    // config.json in such a run and refused it).
+    for point in ["prepared", "step:1:2", "epoch-end:1", "after-validation:2", "checkpoint-write:2"] {
         let cut: PathBuf = tmp.path().join(point.replace(':', "-"));
         let o = train(&cut).env("LITS_FAILPOINT", point).output().unwrap();
         assert_eq!(o.status.signal(), Some(9), "{point}: the run was not killed ({}):\n{}", o.status, text(&o.stderr));
@@ -77,7 +80,15 @@ fn resumes_bit_identically_from_every_kill_point(name: &str) {
         assert!(logged < EPOCHS, "{point}: {logged} epochs logged before the resume");
         let ckpt = "checkpoints/last.ckpt";
         assert_ne!(std::fs::read(cut.join(ckpt)).ok(), std::fs::read(whole.join(ckpt)).ok(), "{point}");
-        let resumed = ok(lits(&cache).args(["train", "--resume"]).arg(&cut).output().unwrap());
+        // From another working directory, by a relative path.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let resumed = ok(lits(&cache)
+            .current_dir(&elsewhere)
+            .args(["train", "--resume"])
+            .arg(Path::new("..").join(cut.file_name().unwrap()))
+            .output()
+            .unwrap());
         for f in SAME {
             assert_eq!(
                 std::fs::read(whole.join(f)).unwrap(),

@@ -323,8 +323,10 @@ pub fn build_pairs(
     fs::create_dir_all(&cases_dir).map_err(|e| Error::io(&cases_dir, e))?;
     remove_leftovers(&cases_dir)?;
     let todo = pairs;
-    let config_hash =
-        sha256_hex(&crate::json::to_vec(&(FORMAT, cfg, median_spacing)).map_err(|e| Error::Config { field: "preprocess".into(), msg: e })?);
+    let config_hash = sha256_hex(
+        &crate::json::to_vec(&(FORMAT, cfg.preparation_key(median_spacing)))
+            .map_err(|e| Error::Config { field: "preprocess".into(), msg: e })?,
+    );
 
     progress(Event::Start { cases: pairs.len() + failed.len() });
     for f in &failed {

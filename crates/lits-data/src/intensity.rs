@@ -41,7 +41,34 @@ pub enum Intensity {
         /// Upper clipping percentile, 0..100 (nnU-Net: 99.5).
         #[serde(default = "default_upper_percentile")]
         upper_percentile: f64,
+        /// The statistics themselves, when known: `lits train` writes those of the training
+        /// cases here in the run's `config.json`, so that the config alone normalises a scan
+        /// as training did. Given in a config, the dataset's statistics are not collected.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stats: Option<ZScoreStats>,
     },
+}
+
+/// The numbers a foreground z-score applies (nnU-Net's `foreground_intensity_properties`):
+/// clip to `[lower, upper]`, subtract `mean`, divide by `std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZScoreStats {
+    /// The lower clipping percentile's value (HU).
+    pub lower: f32,
+    /// The upper clipping percentile's value (HU).
+    pub upper: f32,
+    /// The foreground mean (HU).
+    pub mean: f32,
+    /// The foreground standard deviation (HU).
+    pub std: f32,
+}
+
+impl ZScoreStats {
+    /// The statistics a resolved z-score normaliser applies.
+    pub fn of(n: &Normaliser) -> Option<Self> {
+        n.clip.map(|[lower, upper]| ZScoreStats { lower, upper, mean: n.shift, std: n.scale })
+    }
 }
 
 fn default_lower_percentile() -> f64 {
@@ -55,14 +82,42 @@ fn default_upper_percentile() -> f64 {
 impl Default for Intensity {
     /// nnU-Net's CT scheme with its percentiles.
     fn default() -> Self {
-        Intensity::ForegroundZScore { lower_percentile: default_lower_percentile(), upper_percentile: default_upper_percentile() }
+        Intensity::ForegroundZScore {
+            lower_percentile: default_lower_percentile(),
+            upper_percentile: default_upper_percentile(),
+            stats: None,
+        }
     }
 }
 
 impl Intensity {
     /// Whether [`Intensity::resolve`] needs dataset statistics.
     pub fn needs_stats(&self) -> bool {
-        matches!(self, Intensity::ForegroundZScore { .. })
+        matches!(self, Intensity::ForegroundZScore { stats: None, .. })
+    }
+
+    /// This scheme with the statistics of `normaliser` (what [`Intensity::resolve`] made of
+    /// it) written in, so that it resolves to the same normaliser without any data; schemes
+    /// that need no statistics are returned as they are.
+    pub fn with_stats(&self, normaliser: &Normaliser) -> Intensity {
+        match self {
+            Intensity::ForegroundZScore { lower_percentile, upper_percentile, stats: None } => Intensity::ForegroundZScore {
+                lower_percentile: *lower_percentile,
+                upper_percentile: *upper_percentile,
+                stats: ZScoreStats::of(normaliser),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// This scheme without written-in statistics (what it is before any data).
+    pub fn without_stats(&self) -> Intensity {
+        match self {
+            Intensity::ForegroundZScore { lower_percentile, upper_percentile, .. } => {
+                Intensity::ForegroundZScore { lower_percentile: *lower_percentile, upper_percentile: *upper_percentile, stats: None }
+            }
+            other => other.clone(),
+        }
     }
 
     /// Checks the numbers without any data.
@@ -76,7 +131,17 @@ impl Intensity {
                     Err(config("intensity", format!("window [{lower}, {upper}] must have lower < upper")))
                 }
             }
-            Intensity::ForegroundZScore { lower_percentile: lo, upper_percentile: hi } => {
+            Intensity::ForegroundZScore { lower_percentile: lo, upper_percentile: hi, stats } => {
+                if let Some(ZScoreStats { lower, upper, mean, std }) = stats {
+                    if ![lower, upper, mean, std].iter().all(|v| v.is_finite()) || lower > upper || std <= 0.0 {
+                        return Err(config(
+                            "intensity.stats",
+                            format!(
+                                "lower {lower}, upper {upper}, mean {mean}, std {std}: need finite numbers, lower <= upper and std > 0"
+                            ),
+                        ));
+                    }
+                }
                 if (0.0..=100.0).contains(&lo) && (0.0..=100.0).contains(&hi) && lo < hi {
                     Ok(())
                 } else {
@@ -92,7 +157,10 @@ impl Intensity {
         match *self {
             Intensity::None => Ok(Normaliser::IDENTITY),
             Intensity::Window { lower, upper } => Ok(Normaliser { clip: Some([lower, upper]), shift: lower, scale: upper - lower }),
-            Intensity::ForegroundZScore { lower_percentile, upper_percentile } => {
+            Intensity::ForegroundZScore { stats: Some(z), .. } => {
+                Ok(Normaliser { clip: Some([z.lower, z.upper]), shift: z.mean, scale: z.std.max(1e-8) })
+            }
+            Intensity::ForegroundZScore { lower_percentile, upper_percentile, stats: None } => {
                 let stats = stats
                     .filter(|s| s.count > 0)
                     .ok_or_else(|| config("intensity", "foreground z-score needs foreground voxels in the dataset, found none"))?;
@@ -304,7 +372,7 @@ mod tests {
     #[test]
     fn bad_windows_and_percentiles_are_refused() {
         assert!(Intensity::Window { lower: 10.0, upper: 10.0 }.validate().is_err());
-        let bad = Intensity::ForegroundZScore { lower_percentile: 99.5, upper_percentile: 0.5 };
+        let bad = Intensity::ForegroundZScore { lower_percentile: 99.5, upper_percentile: 0.5, stats: None };
         assert!(bad.validate().is_err());
         assert!(Intensity::default().resolve(None).is_err());
     }
@@ -346,6 +414,31 @@ mod tests {
         assert!((v[0] - (1.035 - 4.5) / sd).abs() < 1e-5);
         assert!(v[1].abs() < 1e-6);
         assert!((v[2] - (7.965 - 4.5) / sd).abs() < 1e-5);
+    }
+
+    #[test]
+    fn written_in_statistics_resolve_to_the_same_normaliser_through_json() {
+        // Awkward values, so that a rounding on the way (f64, text) would show.
+        let (a, la) = case(&[-13.7, 2.1, 3.3, 41.9, 57.01, 66.6, 70.0, 1234.5], &[1; 8]);
+        let stats = IntensityStats::merge(&[CaseStats::collect(&a, &la)]);
+        let scheme = Intensity::default();
+        let n = scheme.resolve(Some(&stats)).unwrap();
+        let written = scheme.with_stats(&n);
+        assert!(scheme.needs_stats() && !written.needs_stats());
+        let back: Intensity = serde_json::from_str(&serde_json::to_string(&written).unwrap()).unwrap();
+        assert_eq!(back, written);
+        assert_eq!(back.resolve(None).unwrap(), n);
+        // Statistics are written in once; a window has none to write.
+        assert_eq!(written.with_stats(&Normaliser::IDENTITY), written);
+        let window = Intensity::Window { lower: -200.0, upper: 300.0 };
+        assert_eq!(window.with_stats(&n), window);
+        // Impossible statistics are refused, naming the field.
+        let bad = Intensity::ForegroundZScore {
+            lower_percentile: 0.5,
+            upper_percentile: 99.5,
+            stats: Some(ZScoreStats { lower: 10.0, upper: 0.0, mean: 5.0, std: 1.0 }),
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("intensity.stats"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
 use crate::crop::{self, padded_block, BBox, Crop, CropRecord};
-use crate::intensity::Intensity;
+use crate::intensity::{Intensity, Normaliser};
 use crate::orient;
 use crate::resample::{self, Alignment, Grid, LabelInterp};
 use crate::{Error, Image, Labels, Problems, Result, Volume};
@@ -143,6 +143,32 @@ impl PreprocessConfig {
         match self {
             PreprocessConfig::Spacing(c) => c.intensity.clone(),
             PreprocessConfig::Mlfcore(_) => Intensity::None,
+        }
+    }
+
+    /// This config with what the dataset resolved written in: the target spacing (the
+    /// dataset's `median_spacing` where none is set) and the intensity statistics of
+    /// `normaliser`, so that it prepares and normalises a scan as training did without the
+    /// dataset. A run's `config.json` holds this form.
+    pub fn resolved(&self, median_spacing: Option<[f64; 3]>, normaliser: Option<&Normaliser>) -> PreprocessConfig {
+        match self {
+            PreprocessConfig::Spacing(c) => PreprocessConfig::Spacing(SpacingConfig {
+                target_spacing: c.target_spacing.or(median_spacing),
+                intensity: normaliser.map_or_else(|| c.intensity.clone(), |n| c.intensity.with_stats(n)),
+                ..c.clone()
+            }),
+            other => other.clone(),
+        }
+    }
+
+    /// What a case's prepared voxels depend on, the key of the prepared-case cache: this
+    /// config with its target spacing resolved and no intensity statistics (they apply when
+    /// cached voxels are loaded). A config and its [`PreprocessConfig::resolved`] form have
+    /// the same key.
+    pub fn preparation_key(&self, median_spacing: Option<[f64; 3]>) -> PreprocessConfig {
+        match self.resolved(median_spacing, None) {
+            PreprocessConfig::Spacing(c) => PreprocessConfig::Spacing(SpacingConfig { intensity: c.intensity.without_stats(), ..c }),
+            other => other,
         }
     }
 

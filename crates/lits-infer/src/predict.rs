@@ -116,6 +116,9 @@ pub struct Predictor {
     pub(crate) cfg: TrainConfig,
     plans: Option<Plan>,
     device: Device,
+    /// Why this model cannot prepare a scan as in training (a config that still needs the
+    /// dataset, with no plan beside it); the bare mode needs no preparation.
+    unresolved: Option<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for Predictor {
@@ -143,9 +146,11 @@ impl Predictor {
         Self::load(&weights, &run.config(), Some(plans), device)
     }
 
-    /// A model from a weights file and a training config. Preprocessing statistics come
-    /// from a `plans.json` next to the config when there is one; without it only
-    /// preprocessing that needs no dataset statistics can run.
+    /// A model from a weights file and a training config. A run's `config.json` is enough:
+    /// `lits train` records in it what the data resolved (the median spacing where the
+    /// config named no target spacing, the training cases' intensity statistics). A config
+    /// that still needs the dataset takes them from a `plans.json` beside it, and without
+    /// one is refused, naming what it lacks.
     pub fn from_files(weights: &Path, config: &Path) -> Result<Self> {
         Self::from_files_on(weights, config, None)
     }
@@ -154,7 +159,27 @@ impl Predictor {
     pub fn from_files_on(weights: &Path, config: &Path, device: Option<&str>) -> Result<Self> {
         let plans_path = config.parent().unwrap_or(Path::new(".")).join("plans.json");
         let plans = if plans_path.is_file() { Some(lits_train::plan::read(&plans_path)?) } else { None };
-        Self::load(weights, config, plans, device)
+        let mut predictor = Self::load(weights, config, plans, device)?;
+        if predictor.plans.is_none() {
+            let p = &predictor.cfg.preprocess;
+            let missing: Vec<&str> = [
+                (p.needs_median_spacing(), "`preprocess.target_spacing` is null (the dataset's median spacing)"),
+                (p.intensity().needs_stats(), "`preprocess.intensity` needs the training cases' statistics"),
+            ]
+            .into_iter()
+            .filter_map(|(m, what)| m.then_some(what))
+            .collect();
+            if !missing.is_empty() {
+                predictor.unresolved = Some((
+                    config.to_path_buf(),
+                    format!(
+                        "{}, and no plans.json lies beside it: give the run's own config.json (lits train records these in it), or put the run's plans.json beside this config",
+                        missing.join(" and ")
+                    ),
+                ));
+            }
+        }
+        Ok(predictor)
     }
 
     fn load(weights: &Path, config: &Path, plans: Option<Plan>, device: Option<&str>) -> Result<Self> {
@@ -172,16 +197,25 @@ impl Predictor {
         let mut vs = nn::VarStore::new(device);
         let net = UNet3d::new(&vs.root(), &cfg.model);
         lits_model::weights::load_safetensors(&mut vs, weights)?;
-        Ok(Predictor { _vs: vs, net, cfg, plans, device })
+        Ok(Predictor { _vs: vs, net, cfg, plans, device, unresolved: None })
     }
 
     /// Refuses options this model cannot honour, before any scan is read: Monte-Carlo
-    /// dropout with zero passes or on a network without dropout.
+    /// dropout with zero passes or on a network without dropout, preparing scans with a
+    /// config that does not say how.
     pub fn check_options(&self, opts: &PredictOptions) -> Result<()> {
         if let Some(passes) = opts.uncertainty {
             inference::check_mc_dropout(&self.cfg.model, passes)?;
         }
-        Ok(())
+        self.check_preprocess(opts.preprocess)
+    }
+
+    /// Refuses to prepare scans when the config cannot say how training prepared them.
+    pub(crate) fn check_preprocess(&self, preprocess: bool) -> Result<()> {
+        match &self.unresolved {
+            Some((path, msg)) if preprocess => Err(Error::invalid(path, msg.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// Segments `input` and writes the mask into `out_dir` (see [`output_name`]), and with

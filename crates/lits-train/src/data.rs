@@ -81,10 +81,11 @@ pub fn cache_root(cfg: &TrainConfig) -> PathBuf {
     }
 }
 
-/// The cache of prepared cases for this dataset folder and preprocessing config.
-pub(crate) fn prepared_dir(cfg: &TrainConfig, dataset: &Path) -> PathBuf {
+/// The cache of prepared cases for this dataset folder and preprocessing config (the
+/// same for a config and its resolved form, as recorded in a run's `config.json`).
+pub(crate) fn prepared_dir(cfg: &TrainConfig, dataset: &Path, median_spacing: Option<[f64; 3]>) -> PathBuf {
     let folder = std::fs::canonicalize(dataset).unwrap_or_else(|_| dataset.to_path_buf());
-    let key = crate::seed::sha256_json(&(folder, &cfg.preprocess));
+    let key = crate::seed::sha256_json(&(folder, cfg.preprocess.preparation_key(median_spacing)));
     cache_root(cfg).join("prepared").join(&key[..16])
 }
 
@@ -101,7 +102,7 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     }
     let parent = dir.parent().expect("has a parent");
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    remove_abandoned(parent);
+    remove_abandoned(parent, ".");
     let tmp = parent.join(format!(".{}.{}.tmp", &key[..16], std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     tracing::info!("generating {} synthetic CT phantoms into {}", cfg.data.synth.cases, dir.display());
@@ -117,18 +118,22 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     }
 }
 
-/// Removes the `.<key>.<pid>.tmp` folders in `parent` that generations killed mid-way left
-/// behind: those whose process is gone. Where that cannot be told (no `/proc`), nothing is
-/// removed.
-pub(crate) fn remove_abandoned(parent: &std::path::Path) {
+/// Removes the `<prefix><key>.<pid>.tmp` folders in `parent` (`prefix` begins with a dot)
+/// that processes killed mid-way left behind: those whose process is gone. Where that cannot
+/// be told (no `/proc`), nothing is removed.
+pub(crate) fn remove_abandoned(parent: &std::path::Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_dir() {
+            continue;
+        }
         let pid = name
-            .strip_prefix('.')
+            .strip_prefix(prefix)
+            .filter(|_| prefix.starts_with('.'))
             .and_then(|n| n.strip_suffix(".tmp"))
-            .and_then(|n| n.rsplit_once('.'))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+            .and_then(|n| n.rsplit('.').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
         let Some(pid) = pid else { continue };
         let proc = std::path::Path::new("/proc");
         if pid != std::process::id() && proc.join("self").exists() && !proc.join(pid.to_string()).exists() {
@@ -290,10 +295,18 @@ mod tests {
         for p in [&mine, &gone, &cache, &other] {
             std::fs::create_dir(p).unwrap();
         }
-        remove_abandoned(d.path());
+        remove_abandoned(d.path(), ".");
         assert!(!gone.exists(), "a dead process's folder stays");
         for p in [&mine, &cache, &other] {
             assert!(p.exists(), "{} was removed", p.display());
         }
+        // A run folder's own leftovers only, for a prefix naming it.
+        let run_gone = d.path().join(".run-a.4294967295.tmp");
+        let other_gone = d.path().join(".run-b.4294967295.tmp");
+        for p in [&run_gone, &other_gone] {
+            std::fs::create_dir(p).unwrap();
+        }
+        remove_abandoned(d.path(), ".run-a.");
+        assert!(!run_gone.exists() && other_gone.exists());
     }
 }

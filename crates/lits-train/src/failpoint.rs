@@ -4,6 +4,7 @@
 //!
 //! | point | where |
 //! |---|---|
+//! | `prepared` | after the cases are prepared, before the run's config is resolved |
 //! | `step:E:S` | after step `S` (from 1) of epoch `E`, before the epoch ends |
 //! | `after-validation:E` | after epoch `E`'s validation, before its records and checkpoint |
 //! | `epoch-end:E` | after epoch `E`'s checkpoint, before the next epoch |
@@ -14,6 +15,8 @@
 /// Where a run can be killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
+    /// After the cases are prepared, before the config is resolved and recorded.
+    Prepared,
     /// After step `.1` of epoch `.0`.
     Step(u32, u64),
     /// After the validation of the epoch.
@@ -27,6 +30,9 @@ pub enum Point {
 fn parse(text: &str) -> Option<Point> {
     let mut parts = text.split(':');
     let name = parts.next()?;
+    if name == "prepared" {
+        return parts.next().is_none().then_some(Point::Prepared);
+    }
     let epoch: u32 = parts.next()?.parse().ok()?;
     let point = match name {
         "step" => Point::Step(epoch, parts.next()?.parse().ok()?),
@@ -71,7 +77,8 @@ mod tests {
         assert_eq!(parse("after-validation:2"), Some(Point::AfterValidation(2)));
         assert_eq!(parse("epoch-end:4"), Some(Point::EpochEnd(4)));
         assert_eq!(parse("checkpoint-write:3"), Some(Point::CheckpointWrite(3)));
-        for bad in ["", "step:1", "step:x:1", "epoch-end:1:2", "sleep:1"] {
+        assert_eq!(parse("prepared"), Some(Point::Prepared));
+        for bad in ["", "prepared:1", "step:1", "step:x:1", "epoch-end:1:2", "sleep:1"] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

@@ -166,7 +166,7 @@ pub fn plan(cfg: &TrainConfig) -> Result<Plan> {
     };
     Ok(Plan {
         version: VERSION,
-        cache: Some(data::prepared_dir(cfg, &dir)),
+        cache: Some(data::prepared_dir(cfg, &dir, survey.median_spacing)),
         dataset: dir,
         preprocess: cfg.preprocess.clone(),
         median_spacing: survey.median_spacing,

@@ -155,7 +155,7 @@ pub fn follow(opts: &RunOptions) -> Result<Summary> {
     // is removed by the next one, as generations of phantoms are.
     let parent = data::cache_root(&cfg).join("ranks");
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    data::remove_abandoned(&parent);
+    data::remove_abandoned(&parent, ".");
     let scratch = tempfile::Builder::new()
         .prefix(&format!(".rank{}.{}", ranks.launch.rank, std::process::id()))
         .suffix(".tmp")
@@ -200,10 +200,10 @@ pub fn train(mut cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<
     cfg.absolutize_paths()?;
     cfg.validate()?;
     check_world(&cfg, opts)?;
-    prepare_run_dir(run_dir)?;
+    prepare_run_dir(run_dir, &cfg)?;
     let run = RunDir::new(run_dir);
     // A run that fails before its first step leaves nothing behind.
-    let data = match plan::plan(&cfg).and_then(|plan| start_run(&cfg, plan, &run)) {
+    let data = match plan::plan(&cfg).and_then(|plan| start_run(&mut cfg, plan, &run)) {
         Ok(d) => d,
         Err(e) => {
             let _ = std::fs::remove_dir_all(run_dir);
@@ -219,14 +219,35 @@ pub fn train(mut cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<
 pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     let run = RunDir::new(run_dir);
     if !run.config().is_file() {
-        return Err(Error::invalid(run_dir, "is not a lits run directory (no config.json)"));
+        let empty = std::fs::read_dir(run_dir).is_ok_and(|mut d| d.next().is_none());
+        return Err(Error::invalid(
+            run_dir,
+            if empty {
+                "is empty: no run began in it, so there is nothing to resume; start one with `lits train --out` this folder"
+            } else {
+                "is not a lits run directory (no config.json)"
+            },
+        ));
     }
-    let cfg: TrainConfig = lits_data::json::read(&run.config())?;
+    let mut cfg: TrainConfig = lits_data::json::read(&run.config())?;
     cfg.validate()?;
     configure_backend(&cfg)?;
     let config_sha256 = seed::sha256_json(&cfg);
     let ckpt_path = run.last_checkpoint();
-    let (state, tensors) = if ckpt_path.is_file() {
+    if !ckpt_path.is_file() {
+        // Stopped before its first checkpoint, perhaps before its config was resolved
+        // (killed while preparing): it starts again as `train` does, in its own folder,
+        // from the plan it recorded, if it got that far.
+        let ckpt_dir = run.root.join("checkpoints");
+        std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
+        runlog::truncate_after::<EpochRecord>(&run.metrics(), 0, |r| r.epoch)?;
+        runlog::truncate_after::<TimingRecord>(&run.timing(), 0, |r| r.epoch)?;
+        let plan = recorded_plan(&cfg, &run)?;
+        let data = start_run(&mut cfg, plan, &run)?;
+        let state = TrainState { world_size: world_of(opts), ..TrainState::fresh(&cfg, seed::sha256_json(&cfg)) };
+        return run_loop(cfg, run, data, state, None, opts);
+    }
+    let (state, tensors) = {
         let c: checkpoint::Checkpoint<TrainState> = checkpoint::load(&ckpt_path)?;
         if c.state.config_sha256 != config_sha256 {
             return Err(Error::invalid(&ckpt_path, "belongs to another configuration than config.json"));
@@ -242,46 +263,72 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
             ));
         }
         (c.state, Some(c.tensors))
-    } else {
-        (TrainState { world_size: world_of(opts), ..TrainState::fresh(&cfg, config_sha256) }, None)
     };
     runlog::truncate_after::<EpochRecord>(&run.metrics(), state.epochs_done, |r| r.epoch)?;
     runlog::truncate_after::<TimingRecord>(&run.timing(), state.epochs_done, |r| r.epoch)?;
-    // The run's own plan; a run killed before it was recorded (or recorded by a version
-    // whose plans held no cases) is planned again.
-    let recorded = run.plans().is_file().then(|| plan::read(&run.plans())).transpose()?;
-    let plan = match recorded.filter(plan::Plan::is_complete) {
-        Some(p) => p,
-        None => plan::plan(&cfg)?,
-    };
-    let data = data::prepare(&cfg, plan, &run)?;
+    let data = data::prepare(&cfg, recorded_plan(&cfg, &run)?, &run)?;
     run_loop(cfg, run, data, state, tensors, opts)
 }
 
-fn start_run(cfg: &TrainConfig, plan: plan::Plan, run: &RunDir) -> Result<TrainData> {
+/// The run's own plan; a run killed before it was recorded (or recorded by a version whose
+/// plans held no cases) is planned again.
+fn recorded_plan(cfg: &TrainConfig, run: &RunDir) -> Result<plan::Plan> {
+    let recorded = run.plans().is_file().then(|| plan::read(&run.plans())).transpose()?;
+    match recorded.filter(plan::Plan::is_complete) {
+        Some(p) => Ok(p),
+        None => plan::plan(cfg),
+    }
+}
+
+/// Prepares the planned cases and records the run's config, resolved: the target spacing
+/// and intensity statistics the data gave are written into it, so that `config.json` with
+/// the weights is all that `predict --weights --config` needs to segment a scan as
+/// `predict --run` does. The run trains with (and its checkpoints hash) that config.
+fn start_run(cfg: &mut TrainConfig, plan: plan::Plan, run: &RunDir) -> Result<TrainData> {
     configure_backend(cfg)?;
     let data = data::prepare(cfg, plan, run)?;
+    failpoint::check(Point::Prepared);
+    cfg.preprocess = cfg.preprocess.resolved(data.plan.median_spacing, data.plan.normaliser.as_ref());
     lits_data::json::write(&run.config(), cfg)?;
     lits_data::json::write(&run.env(), &crate::env::EnvReport::collect())?;
     Ok(data)
 }
 
-fn prepare_run_dir(dir: &Path) -> Result<()> {
+/// Makes the run folder with `checkpoints/` and the config as given (resolved once the data
+/// is prepared), so that a run killed at any moment after this can be resumed. A new folder
+/// is made aside and renamed into place: it appears with its `config.json` or not at all.
+/// Writing the config also shows now, not after the first epoch, that the folder is
+/// writable.
+fn prepare_run_dir(dir: &Path, cfg: &TrainConfig) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::invalid(dir, "exists and is not a folder; pick another --out"));
     }
+    let fill = |d: &Path| -> Result<()> {
+        lits_data::json::write(&RunDir::new(d).config(), cfg)?;
+        let ckpt = d.join("checkpoints");
+        std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))
+    };
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         if entries.next().is_some() {
             return Err(Error::invalid(dir, "already exists and is not empty; pick a new --out, or continue it with --resume"));
         }
+        return fill(dir);
     }
-    let ckpt = dir.join("checkpoints");
-    std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(dir, e))?;
-    // Fail now, not after the first epoch, when the folder cannot be written.
-    let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
-    std::fs::remove_file(&probe).map_err(|e| Error::io(dir, e))?;
+    let absolute = data::absolute(dir)?;
+    let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return Err(Error::invalid(dir, "cannot hold a run; pick another --out"));
+    };
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = name.to_string_lossy();
+    data::remove_abandoned(parent, &format!(".{name}."));
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp).and_then(|()| std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     Ok(())
 }
 
