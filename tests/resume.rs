@@ -51,8 +51,36 @@ fn shrunk(name: &str) -> Value {
     c
 }
 
-const SAME: [&str; 7] =
-    ["last.safetensors", "best.safetensors", "metrics.jsonl", "checkpoints/last.ckpt", "split.json", "config.json", "plans.json"];
+const SAME: [&str; 9] = [
+    "last.safetensors",
+    "best.safetensors",
+    "metrics.jsonl",
+    "checkpoints/last.ckpt",
+    "split.json",
+    "config.json",
+    "plans.json",
+    "plots/loss.png",
+    "plots/dice.png",
+];
+
+/// Every file under `run`, relative, but those that differ between identical runs.
+fn files(run: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![run.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p.strip_prefix(run).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.retain(|f| f != "timing.jsonl" && f != "env.json");
+    out.sort();
+    out
+}
 
 fn resumes_bit_identically_from_every_kill_point(name: &str) {
     let tmp = tempfile::tempdir().unwrap();
@@ -70,16 +98,23 @@ fn resumes_bit_identically_from_every_kill_point(name: &str) {
     assert_eq!(metrics_lines(&whole), EPOCHS);
 
     // `prepared`: killed before its config was resolved and recorded (a resume found no
-    // config.json in such a run and refused it).
-    for point in ["prepared", "step:1:2", "epoch-end:1", "after-validation:2", "checkpoint-write:2"] {
+    // config.json in such a run and refused it). `epoch-end:3`: after the last checkpoint,
+    // before the plots of the last epoch (a resume found the run finished and left them
+    // one epoch short). After `checkpoint-write:2` the torn temporary file stayed.
+    let last_end = format!("epoch-end:{EPOCHS}");
+    for point in ["prepared", "step:1:2", "epoch-end:1", "after-validation:2", "checkpoint-write:2", &last_end] {
         let cut: PathBuf = tmp.path().join(point.replace(':', "-"));
         let o = train(&cut).env("LITS_FAILPOINT", point).output().unwrap();
         assert_eq!(o.status.signal(), Some(9), "{point}: the run was not killed ({}):\n{}", o.status, text(&o.stderr));
         // Really cut short: the metrics log lacks epochs, the checkpoint is not the last one.
         let logged = metrics_lines(&cut);
-        assert!(logged < EPOCHS, "{point}: {logged} epochs logged before the resume");
-        let ckpt = "checkpoints/last.ckpt";
-        assert_ne!(std::fs::read(cut.join(ckpt)).ok(), std::fs::read(whole.join(ckpt)).ok(), "{point}");
+        if point != last_end {
+            assert!(logged < EPOCHS, "{point}: {logged} epochs logged before the resume");
+            let ckpt = "checkpoints/last.ckpt";
+            assert_ne!(std::fs::read(cut.join(ckpt)).ok(), std::fs::read(whole.join(ckpt)).ok(), "{point}");
+        } else {
+            assert_ne!(std::fs::read(cut.join("plots/loss.png")).ok(), std::fs::read(whole.join("plots/loss.png")).ok(), "{point}");
+        }
         // From another working directory, by a relative path.
         let elsewhere = tmp.path().join("elsewhere");
         std::fs::create_dir_all(&elsewhere).unwrap();
@@ -97,6 +132,7 @@ fn resumes_bit_identically_from_every_kill_point(name: &str) {
                 text(&resumed.stderr)
             );
         }
+        assert_eq!(files(&cut), files(&whole), "{point}: the resumed run holds other files than the uninterrupted one");
     }
 }
 

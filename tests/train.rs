@@ -60,22 +60,44 @@ fn same_seed_same_bytes_other_seed_other_weights() {
     assert!(metrics.lines().last().unwrap().contains("liver_dice"));
 }
 
+/// One run of `cfg` per value, each set by `set`, in `tmp/VALUE`.
+fn train_each(
+    tmp: &Path,
+    cache: &Path,
+    cfg: serde_json::Value,
+    values: &[&str],
+    set: impl Fn(&mut serde_json::Value, &str),
+) -> Vec<PathBuf> {
+    values
+        .iter()
+        .map(|v| {
+            let mut c = cfg.clone();
+            set(&mut c, v);
+            let p = tmp.join(format!("{v}.json"));
+            std::fs::write(&p, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+            let out = tmp.join(v);
+            train(cache, &p, &out);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn best_by_last_keeps_the_last_epoch_and_changes_no_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let runs = train_each(tmp.path(), &cache, common::tiny_config(3, 3, 3, 1), &["val_dice", "last"], |c, v| c["best_by"] = v.into());
+    for f in ["last.safetensors", "metrics.jsonl"] {
+        assert_eq!(sha256(&runs[0].join(f)), sha256(&runs[1].join(f)), "{f}: the choice of the best epoch changed the training");
+    }
+    assert_eq!(sha256(&runs[1].join("best.safetensors")), sha256(&runs[1].join("last.safetensors")));
+}
+
 #[test]
 fn disk_and_memory_stores_train_to_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let runs: Vec<PathBuf> = ["disk", "memory"]
-        .iter()
-        .map(|store| {
-            let mut cfg = common::tiny_config(4, 2, 3, 1);
-            cfg["data"]["store"] = (*store).into();
-            let p = tmp.path().join(format!("{store}.json"));
-            std::fs::write(&p, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-            let out = tmp.path().join(store);
-            train(&cache, &p, &out);
-            out
-        })
-        .collect();
+    let runs = train_each(tmp.path(), &cache, common::tiny_config(4, 2, 3, 1), &["disk", "memory"], |c, v| c["data"]["store"] = v.into());
     // Validated after each epoch, so the held-out case was streamed from the cache twice.
     for f in ["last.safetensors", "best.safetensors", "metrics.jsonl", "split.json"] {
         assert_eq!(sha256(&runs[0].join(f)), sha256(&runs[1].join(f)), "{f} differs between the disk and the memory store");

@@ -19,6 +19,8 @@ n=${1:?usage: kill_resume.sh N [SEED]}
 seed=${2:-1}
 # shellcheck source=scripts/bench/lits_bin.sh
 source scripts/bench/lits_bin.sh
+# The trials run from other folders.
+LITS_BIN=$(realpath "$LITS_BIN")
 keep="$(mktemp -d -t lits-kill-resume.XXXX)"
 cache="$WORK/cache"
 export LITS_CACHE_DIR="$cache"
@@ -60,7 +62,7 @@ for i in range(n):
     if kind == "prepare":
         delay = rng.uniform(0.05, prep) if rng.random() < 0.75 else "-"
         if delay == "-":
-            fail = "prepared
+            fail = "prepared"
     elif kind == "first-step":
         fail = "step:1:1"
     elif kind == "mid-epoch":
@@ -91,7 +93,7 @@ run_killed() {
   (
     cd "$dir"
     if [ "$fail" != "-" ]; then export LITS_FAILPOINT="$fail"; fi
-    exec "$LITS_BIN" "$@"
+    exec "$LITS_BIN" "$@" 1>&2
   ) &
   local p=$!
   if [ "$delay" != "-" ]; then

@@ -133,6 +133,10 @@ pub enum BestBy {
     TrainLoss,
     /// Highest mean foreground Dice of a validation.
     ValDice,
+    /// The last epoch's weights (nnU-Net's `checkpoint_final`). With a handful of validation
+    /// cases, a Dice that scores a tumor-free case 1 when nothing is predicted can make an
+    /// early epoch that finds no tumor anywhere the "best".
+    Last,
 }
 
 /// A whole training run.
@@ -314,6 +318,9 @@ impl TrainConfig {
         p.require(self.loader_workers <= 256, "loader_workers", || format!("{} is more than 256", self.loader_workers));
         if let Some(e) = &self.early_stop {
             p.require(e.patience >= 1, "early_stop.patience", || "must be at least 1".into());
+            p.require(self.best_by != BestBy::Last, "early_stop", || {
+                "cannot stop a run whose best epoch is its last (`best_by: \"last\"`): every epoch improves on it; use `val_dice` or `train_loss`".into()
+            });
         }
         Ok(p.into_result()?)
     }
@@ -375,6 +382,14 @@ mod tests {
         };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("optimizer.lr"), "{e}");
+    }
+
+    #[test]
+    fn early_stop_with_the_last_epoch_as_best_is_refused() {
+        let c = TrainConfig { best_by: BestBy::Last, early_stop: Some(EarlyStopConfig { patience: 3 }), ..TrainConfig::default() };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("early_stop") && e.contains("last"), "{e}");
+        assert!(TrainConfig { early_stop: None, ..c }.validate().is_ok());
     }
 
     #[test]

@@ -231,6 +231,10 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     }
     let mut cfg: TrainConfig = lits_data::json::read(&run.config())?;
     cfg.validate()?;
+    // What a write that was killed half-way left (a torn checkpoint's temporary file).
+    for dir in [run.root.clone(), run.root.join("checkpoints"), run.plots()] {
+        lits_data::atomic::remove_abandoned_temps(&dir);
+    }
     configure_backend(&cfg)?;
     let config_sha256 = seed::sha256_json(&cfg);
     let ckpt_path = run.last_checkpoint();
@@ -468,6 +472,7 @@ fn run_loop(
         let score = match cfg.best_by {
             BestBy::TrainLoss => Some(-train_loss),
             BestBy::ValDice => val.as_ref().map(|v| v.mean_dice),
+            BestBy::Last => Some(f64::from(state.epochs_done)),
         };
         if let Some(s) = score {
             let improved = state.best.is_none_or(|(b, _)| s > b);
@@ -516,6 +521,10 @@ fn run_loop(
         ran_here += 1;
     }
     progress.finish();
+    if main && ran_here == 0 && !records.is_empty() {
+        // A resume of a run killed after its last checkpoint, before its plots were drawn.
+        runlog::plot(&run, &records)?;
+    }
     if let Some(r) = ranks {
         // Rank 0 serves the store: it leaves only once every rank is done with it.
         r.group.barrier()?;
@@ -600,7 +609,7 @@ fn save_checkpoint(vs: &nn::VarStore, opt: &Optimizer, state: &TrainState, path:
 fn failpoint_checkpoint_write(path: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Result<()> {
     if failpoint::armed(Point::CheckpointWrite(state.epochs_done)) {
         let bytes = checkpoint::to_bytes(tensors, state)?;
-        let tmp = path.with_file_name(".last.ckpt.failpoint.tmp");
+        let tmp = lits_data::atomic::temp_path(path)?;
         std::fs::write(&tmp, &bytes[..bytes.len() / 2]).map_err(|e| Error::io(&tmp, e))?;
         failpoint::kill();
     }
