@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# End-to-end quality gate. Trains the quick start (24 phantoms, seed 0; best epoch chosen on
-# its 5 validation cases), then scores it with `lits predict` and `lits evaluate` on a test
-# set that played no part in training or in choosing the best epoch: 12 phantoms made with
+# End-to-end quality gate. Trains the quick start (24 phantoms, seed 0; the last epoch's
+# weights, validated on its 5 held-out cases), then scores it with `lits predict` and
+# `lits evaluate` on a test set that played no part in training: 12 phantoms made with
 # another seed (9 with tumors, 3 tumor-free). It fails when any case is not scored, or
 # below these per-case Dice figures, set just below what the quick start reaches on this
 # test set (docs/benchmarks.md; training repeats bit for bit on one machine, but libtorch's
 # CPU kernels round differently on other processors). The phantoms of model version 3 (lung
 # bases and heart above the liver, vessel trees, LiTS-like lesions: many small, faint or
-# rimmed) are much harder for the quick start's small network than the earlier ones, and the
-# tumor figure says so:
-#   liver: mean over all cases >= 0.87, lowest case >= 0.79
-#   tumor: mean over the cases that have tumor >= 0.18
-#   tumor-free cases: mean tumor Dice (1 when no tumor is predicted, else 0) >= 0.33
+# rimmed) are hard for the quick start's small network, and the tumor figure says so:
+#   liver: mean over all cases >= 0.92, lowest case >= 0.89
+#   tumor: mean over the cases that have tumor >= 0.28
+#   tumor-free cases: mean tumor Dice (1 when no tumor is predicted, else 0) >= 0.66
 # Then it checks that the gate can fail: a copy of the run with zeroed weights and one
 # whose network never predicts tumor must both be refused.
 #
@@ -62,10 +61,10 @@ liver, tumor = s["liver"], s["tumor"]
 free = [c["tumor"]["dice"] for c in report["cases"] if c.get("tumor") and c["tumor"]["ref_voxels"] == 0]
 free_mean = sum(free) / len(free) if free else None
 checks = [
-    ("liver Dice per case", liver["dice_per_case"]["mean"], 0.87),
-    ("liver Dice, lowest case", liver["dice_min_present"], 0.79),
-    (f"tumor Dice per case with tumor ({tumor['dice_per_case_present']['n']} cases)", tumor["dice_per_case_present"]["mean"], 0.18),
-    (f"tumor Dice of the tumor-free cases ({len(free)} cases)", free_mean, 0.33),
+    ("liver Dice per case", liver["dice_per_case"]["mean"], 0.92),
+    ("liver Dice, lowest case", liver["dice_min_present"], 0.89),
+    (f"tumor Dice per case with tumor ({tumor['dice_per_case_present']['n']} cases)", tumor["dice_per_case_present"]["mean"], 0.28),
+    (f"tumor Dice of the tumor-free cases ({len(free)} cases)", free_mean, 0.66),
 ]
 failed = [f"{s['cases_failed']} case(s) not scored"] if s["cases_failed"] else []
 for what, value, floor in checks:

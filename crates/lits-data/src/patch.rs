@@ -65,22 +65,57 @@ pub struct Augment {
     pub scale: f32,
     /// Add an offset drawn from `± shift`.
     pub shift: f32,
+    /// Another contrast phase for the liver of a patch (see [`LiverLevel`]); `null` (the
+    /// default) turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liver_level: Option<LiverLevel>,
     /// Probability of adding Gaussian noise to a patch.
     pub noise_probability: f64,
     /// The noise's standard deviation is drawn from `0 .. noise_std`.
     pub noise_std: f32,
 }
 
+/// Another contrast phase, drawn per patch with `probability`: the voxels labelled liver or
+/// tumor are moved by one offset that puts the liver's median (of the patch's liver voxels)
+/// at a level drawn from `range`, as enhancement brightens or darkens the whole organ while
+/// its lesions and vessels keep their contrast to the parenchyma. Normalised units, applied
+/// before `scale` and `shift` (for the window -200..300 HU, 0.5 is 50 HU and 0.65 is
+/// 125 HU: unenhanced to portal-venous). A patch without liver voxels is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiverLevel {
+    /// Chance that a patch's liver is moved.
+    pub probability: f64,
+    /// `[lo, hi]`: the levels its median is put at.
+    pub range: [f32; 2],
+}
+
 impl Default for Augment {
     fn default() -> Self {
-        Augment { flip_probability: 0.5, rotate90: true, scale: 0.1, shift: 0.1, noise_probability: 0.15, noise_std: 0.1 }
+        Augment {
+            flip_probability: 0.5,
+            rotate90: true,
+            scale: 0.1,
+            shift: 0.1,
+            liver_level: None,
+            noise_probability: 0.15,
+            noise_std: 0.1,
+        }
     }
 }
 
 impl Augment {
     /// No augmentation at all.
     pub fn none() -> Self {
-        Augment { flip_probability: 0.0, rotate90: false, scale: 0.0, shift: 0.0, noise_probability: 0.0, noise_std: 0.0 }
+        Augment {
+            flip_probability: 0.0,
+            rotate90: false,
+            scale: 0.0,
+            shift: 0.0,
+            liver_level: None,
+            noise_probability: 0.0,
+            noise_std: 0.0,
+        }
     }
 }
 
@@ -104,6 +139,12 @@ impl PatchConfig {
             }
             for (field, v) in [("scale", a.scale), ("shift", a.shift), ("noise_std", a.noise_std)] {
                 p.require(v.is_finite() && v >= 0.0, field, || format!("{v} must be a non-negative number"));
+            }
+            if let Some(LiverLevel { probability, range: [lo, hi] }) = a.liver_level {
+                p.require((0.0..=1.0).contains(&probability), "liver_level.probability", || format!("{probability} is not a probability"));
+                p.require(lo.is_finite() && hi.is_finite() && lo <= hi, "liver_level.range", || {
+                    format!("[{lo}, {hi}] is not a range of finite numbers, lowest first")
+                });
             }
             p.require(a.scale.is_nan() || a.scale < 1.0, "scale", || format!("{} would allow a zero or negative factor", a.scale));
             p.require(!a.rotate90 || self.patch[0] == self.patch[1], "rotate90", || {
@@ -255,6 +296,20 @@ impl PatchSampler {
         }
         for (o, v) in lab_out.iter_mut().zip(pl.iter()) {
             *o = *v;
+        }
+        if let Some(LiverLevel { range: [lo, hi], .. }) = a.liver_level.filter(|l| rng.chance(l.probability)) {
+            let level = rng.uniform(f64::from(lo), f64::from(hi)) as f32;
+            let mut liver: Vec<f32> = img_out.iter().zip(lab_out.iter()).filter(|&(_, &l)| l == 1).map(|(&v, _)| v).collect();
+            if !liver.is_empty() {
+                let mid = liver.len() / 2;
+                let (_, &mut median, _) = liver.select_nth_unstable_by(mid, f32::total_cmp);
+                let organ = level - median;
+                for (v, &l) in img_out.iter_mut().zip(lab_out.iter()) {
+                    if l > 0 {
+                        *v += organ;
+                    }
+                }
+            }
         }
         let factor = if a.scale > 0.0 { rng.uniform(1.0 - a.scale as f64, 1.0 + a.scale as f64) as f32 } else { 1.0 };
         let offset = if a.shift > 0.0 { rng.uniform(-a.shift as f64, a.shift as f64) as f32 } else { 0.0 };
@@ -514,6 +569,60 @@ mod tests {
         for (x, y) in a.image.iter().zip(&b.image) {
             assert!((y - x).abs() <= 0.1 * x.abs() + 0.1 + 1.0, "{x} → {y}");
         }
+    }
+
+    #[test]
+    fn liver_level_moves_the_organ_alone_to_a_drawn_level() {
+        // Values of at most 0.2, so that f32 keeps one offset exact to 1e-6.
+        let c = case([20, 20, 12]);
+        let cases = vec![Arc::new((c.0.map_data(c.0.data.mapv(|v| v * 1e-5)), c.1.clone()))];
+        let plain = sampler(&cases, cfg([8, 8, 6], Augment::none()), 4).unwrap();
+        let level = LiverLevel { probability: 1.0, range: [0.4, 0.6] };
+        let leveled = sampler(&cases, cfg([8, 8, 6], Augment { liver_level: Some(level), ..Augment::none() }), 4).unwrap();
+        let (mut levels, mut with_liver) = (Vec::new(), 0);
+        for step in 0..6 {
+            let (a, b) = (plain.batch(1, step).unwrap(), leveled.batch(1, step).unwrap());
+            assert_eq!(a.label, b.label, "same draws choose the same patches");
+            let n: usize = a.patch.iter().product();
+            for s in 0..a.batch_size {
+                let range = s * n..(s + 1) * n;
+                let (x, y, l) = (&a.image[range.clone()], &b.image[range.clone()], &a.label[range]);
+                let mut liver: Vec<f32> = y.iter().zip(l).filter(|&(_, &l)| l == 1).map(|(&v, _)| v).collect();
+                if liver.is_empty() {
+                    assert_eq!(x, y, "a patch without liver is left alone");
+                    continue;
+                }
+                with_liver += 1;
+                let offset = y.iter().zip(x).zip(l).find(|&(_, &l)| l == 1).map(|((y, x), _)| y - x).unwrap();
+                for ((x, y), &l) in x.iter().zip(y).zip(l) {
+                    if l == 0 {
+                        assert_eq!(x, y, "background is left alone");
+                    } else {
+                        assert!((y - x - offset).abs() < 1e-6, "one offset for the organ and its lesions: {} against {offset}", y - x);
+                    }
+                }
+                liver.sort_by(f32::total_cmp);
+                let median = liver[liver.len() / 2];
+                assert!((0.4 - 1e-6..=0.6 + 1e-6).contains(&median), "the liver's median {median} is at the drawn level");
+                levels.push(median);
+            }
+        }
+        assert!(with_liver >= 4, "patches with liver: {with_liver}");
+        let (lo, hi) = levels.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        assert!(hi - lo > 0.02, "levels are drawn, not fixed: {levels:?}");
+        for (bad, field) in [
+            (LiverLevel { range: [0.6, 0.4], ..level }, "liver_level.range"),
+            (LiverLevel { probability: 1.5, ..level }, "liver_level.probability"),
+        ] {
+            let cfg = PatchConfig { augment: Augment { liver_level: Some(bad), ..Augment::none() }, ..PatchConfig::default() };
+            let e = cfg.validate(&[[64, 64, 64]]).unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
+        // With probability 0 nothing moves.
+        let never =
+            sampler(&cases, cfg([8, 8, 6], Augment { liver_level: Some(LiverLevel { probability: 0.0, ..level }), ..Augment::none() }), 4)
+                .unwrap();
+        assert_eq!(never.batch(1, 0).unwrap().image, plain.batch(1, 0).unwrap().image);
     }
 
     #[test]
