@@ -128,9 +128,17 @@ fn killed_runs_resume_to_the_same_weights() {
     run(lits(&cache).args(["train", "--stop-after", "1", "--config"]).arg(&cfg).arg("--out").arg(&cut));
     let o = lits(&cache).args(["train", "--resume"]).arg(&cut).env("LITS_FAILPOINT", "checkpoint-write:3").output().unwrap();
     assert!(!o.status.success(), "the failpoint should have killed the run");
-    assert!(cut.join("checkpoints/.last.ckpt.failpoint.tmp").is_file());
-    // The checkpoint on disk is still the complete one of epoch 2.
+    let torn = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".last.ckpt.") && n.ends_with(".tmp"))
+            .collect()
+    };
+    assert_eq!(torn(&cut).len(), 1, "the torn write's temporary file");
+    // The checkpoint on disk is still the complete one of epoch 2; the torn file goes.
     run(lits(&cache).args(["train", "--resume"]).arg(&cut));
+    assert_eq!(torn(&cut), Vec::<String>::new());
     assert_eq!(sha256(&whole.join("checkpoints/last.ckpt")), sha256(&cut.join("checkpoints/last.ckpt")));
     assert_eq!(sha256(&whole.join("last.safetensors")), sha256(&cut.join("last.safetensors")));
     assert_eq!(sha256(&whole.join("metrics.jsonl")), sha256(&cut.join("metrics.jsonl")));
