@@ -57,11 +57,7 @@ pub fn temp_path(path: &Path) -> Result<PathBuf> {
 /// middle of a write left behind: those whose process is gone. Where that cannot be told
 /// (no `/proc`), nothing is removed. Returns how many were removed.
 pub fn remove_abandoned_temps(dir: &Path) -> usize {
-    let proc = Path::new("/proc");
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
-    if !proc.join("self").exists() {
-        return 0;
-    }
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -73,15 +69,18 @@ pub fn remove_abandoned_temps(dir: &Path) -> usize {
             .filter(|(_, n)| n.parse::<u64>().is_ok())
             .and_then(|(pid, _)| pid.parse::<u32>().ok());
         let Some(pid) = pid else { continue };
-        if pid != std::process::id()
-            && !proc.join(pid.to_string()).exists()
-            && entry.file_type().is_ok_and(|t| t.is_file())
-            && fs::remove_file(entry.path()).is_ok()
-        {
+        if process_gone(pid) && entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }
     removed
+}
+
+/// Whether process `pid` is known to be gone: another process than this one, absent from
+/// `/proc`. Where that cannot be told (no `/proc`), `false`.
+pub fn process_gone(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    pid != std::process::id() && proc.join("self").exists() && !proc.join(pid.to_string()).exists()
 }
 
 #[cfg(test)]

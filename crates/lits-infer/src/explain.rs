@@ -93,6 +93,16 @@ impl Explanation {
             _ => None,
         }
     }
+
+    /// Where the class is predicted, for the scan's line: "tumor predicted in N voxels", or
+    /// that it is predicted nowhere and the map is zero.
+    pub fn prediction(&self) -> String {
+        match self.class_voxels {
+            0 => format!("{} predicted nowhere: the map is zero", self.class),
+            n if self.map_is_zero => format!("{} predicted in {n} voxels, the map is zero", self.class),
+            n => format!("{} predicted in {n} voxels", self.class),
+        }
+    }
 }
 
 impl Predictor {

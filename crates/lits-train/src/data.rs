@@ -103,19 +103,32 @@ pub fn dataset_dir(cfg: &TrainConfig) -> Result<PathBuf> {
     let parent = dir.parent().expect("has a parent");
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     remove_abandoned(parent, ".");
-    let tmp = parent.join(format!(".{}.{}.tmp", &key[..16], std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
     tracing::info!("generating {} synthetic CT phantoms into {}", cfg.data.synth.cases, dir.display());
-    synth::write_dataset(&tmp, &cfg.data.synth)?;
-    match std::fs::rename(&tmp, &dir) {
+    match make_dir_aside(&dir, |tmp| Ok(synth::write_dataset(tmp, &cfg.data.synth).map(|_| ())?)) {
         Ok(()) => Ok(dir),
         // Another process made it first: use theirs.
-        Err(_) if dir.join("synth.json").is_file() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(dir)
-        }
-        Err(e) => Err(Error::io(&dir, e)),
+        Err(_) if dir.join("synth.json").is_file() => Ok(dir),
+        Err(e) => Err(e),
     }
+}
+
+/// Makes the folder `dir` (absolute, not yet there) whole or not at all: `fill` writes it
+/// as `.<name>.<pid>.tmp` beside it, which is then renamed into place (and removed when
+/// either fails). A process killed on the way leaves the hidden folder, which
+/// [`remove_abandoned`] clears.
+pub(crate) fn make_dir_aside(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(Error::invalid(dir, "has no parent folder or no name"));
+    };
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fill(&tmp).and_then(|()| std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Removes the `<prefix><key>.<pid>.tmp` folders in `parent` (`prefix` begins with a dot)
@@ -135,8 +148,7 @@ pub(crate) fn remove_abandoned(parent: &std::path::Path, prefix: &str) {
             .and_then(|n| n.rsplit('.').next())
             .and_then(|pid| pid.parse::<u32>().ok());
         let Some(pid) = pid else { continue };
-        let proc = std::path::Path::new("/proc");
-        if pid != std::process::id() && proc.join("self").exists() && !proc.join(pid.to_string()).exists() {
+        if lits_data::atomic::process_gone(pid) {
             tracing::info!("removing {}, left by a process that was stopped", entry.path().display());
             let _ = std::fs::remove_dir_all(entry.path());
         }

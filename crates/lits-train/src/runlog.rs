@@ -48,9 +48,13 @@ impl RunDir {
     pub fn timing(&self) -> PathBuf {
         self.root.join("timing.jsonl")
     }
+    /// `checkpoints/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
     /// `checkpoints/last.ckpt`: everything needed to resume.
     pub fn last_checkpoint(&self) -> PathBuf {
-        self.root.join("checkpoints").join("last.ckpt")
+        self.checkpoints().join("last.ckpt")
     }
     /// `best.safetensors`: weights of the best epoch, PyTorch names.
     pub fn best_weights(&self) -> PathBuf {

@@ -232,7 +232,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     let mut cfg: TrainConfig = lits_data::json::read(&run.config())?;
     cfg.validate()?;
     // What a write that was killed half-way left (a torn checkpoint's temporary file).
-    for dir in [run.root.clone(), run.root.join("checkpoints"), run.plots()] {
+    for dir in [run.root.clone(), run.checkpoints(), run.plots()] {
         lits_data::atomic::remove_abandoned_temps(&dir);
     }
     configure_backend(&cfg)?;
@@ -242,7 +242,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
         // Stopped before its first checkpoint, perhaps before its config was resolved
         // (killed while preparing): it starts again as `train` does, in its own folder,
         // from the plan it recorded, if it got that far.
-        let ckpt_dir = run.root.join("checkpoints");
+        let ckpt_dir = run.checkpoints();
         std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
         runlog::truncate_after::<EpochRecord>(&run.metrics(), 0, |r| r.epoch)?;
         runlog::truncate_after::<TimingRecord>(&run.timing(), 0, |r| r.epoch)?;
@@ -309,7 +309,7 @@ fn prepare_run_dir(dir: &Path, cfg: &TrainConfig) -> Result<()> {
     }
     let fill = |d: &Path| -> Result<()> {
         lits_data::json::write(&RunDir::new(d).config(), cfg)?;
-        let ckpt = d.join("checkpoints");
+        let ckpt = RunDir::new(d).checkpoints();
         std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))
     };
     if dir.exists() {
@@ -323,17 +323,8 @@ fn prepare_run_dir(dir: &Path, cfg: &TrainConfig) -> Result<()> {
     let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
         return Err(Error::invalid(dir, "cannot hold a run; pick another --out"));
     };
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let name = name.to_string_lossy();
-    data::remove_abandoned(parent, &format!(".{name}."));
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = fill(&tmp).and_then(|()| std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    data::remove_abandoned(parent, &format!(".{}.", name.to_string_lossy()));
+    data::make_dir_aside(&absolute, fill)
 }
 
 /// Threads, determinism flags and cuBLAS workspace, before any tensor work.

@@ -91,15 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(w) = &warning {
             tracing::warn!("{}: {w}", f.display());
         }
-        let line = format!(
-            "{}; {}",
-            report(f, &e.map, e.peak_memory, &e.timings),
-            match e.class_voxels {
-                0 => format!("{} predicted nowhere: the map is zero", e.class),
-                n if e.map_is_zero => format!("{} predicted in {n} voxels, the map is zero", e.class),
-                n => format!("{} predicted in {n} voxels", e.class),
-            }
-        );
+        let line = format!("{}; {}", report(f, &e.map, e.peak_memory, &e.timings), e.prediction());
         records.push(ScanRecord {
             input: f.to_path_buf(),
             map: Some(e.map.clone()),
